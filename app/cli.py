@@ -1,0 +1,125 @@
+"""The `tierserve` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from app.config.loader import REPO_ROOT, ConfigError, list_profiles, load_config
+from app.serve_config import dump_serve_config, render_serve_config
+
+SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
+DEFAULT_PROFILE = "local-cpu"
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from app.models.tiny import make_tiny_models
+
+    for path in make_tiny_models(Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def render_text(profile: str) -> str:
+    return dump_serve_config(render_serve_config(load_config(profile)), profile)
+
+
+def cmd_config_render(args: argparse.Namespace) -> int:
+    text = render_text(args.profile)
+    if args.check:
+        current = Path(args.out).read_text() if Path(args.out).exists() else ""
+        if current != text:
+            print(f"{args.out} is out of date with configs/; run `tierserve config render`",
+                  file=sys.stderr)
+            return 1
+        print(f"{args.out} matches configs/ (profile {args.profile})")
+        return 0
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    for profile in list_profiles():
+        config = load_config(profile)
+        print(f"{profile}: ok ({', '.join(t.name for t in config.tiers)})")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from app import local_cluster as lc
+
+    stack = lc.LocalStack(serve_port=args.port)
+    started = time.monotonic()
+    lc.start_ray(stack)
+    lc.serve_deploy(stack, Path(args.config))
+    state = lc.wait_ready(stack.base_url, args.timeout)
+    print(f"\nTierserve is ready in {time.monotonic() - started:.0f}s: {state['tiers']}")
+    print(f"  OpenAI API:     {stack.base_url}/v1")
+    print(f"  Ray dashboard:  {stack.dashboard_url}")
+    print(f"  Ray metrics:    http://127.0.0.1:{stack.metrics_port}/metrics")
+    print("\nTry:\n  curl -N " f"{stack.base_url}/v1/chat/completions -H 'content-type: application/json' \\\n"
+          "    -d '{\"model\": \"auto\", \"stream\": true, \"max_tokens\": 32, "
+          "\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'")
+    print("\nStop it with: make down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from app import local_cluster as lc
+
+    lc.stop(lc.LocalStack())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tierserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="model utilities").add_subparsers(dest="models_cmd", required=True)
+    tiny = models.add_parser("make-tiny", help="create the tiny offline test models")
+    tiny.add_argument("--out", default=str(REPO_ROOT / "models"))
+    tiny.set_defaults(func=cmd_make_tiny)
+
+    config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
+    render = config.add_parser("render", help="write serve_config.yaml from configs/")
+    render.add_argument("--profile", default=DEFAULT_PROFILE)
+    render.add_argument("--out", default=str(SERVE_CONFIG))
+    render.add_argument("--check", action="store_true", help="fail if the file differs")
+    render.set_defaults(func=cmd_config_render)
+    check = config.add_parser("check", help="validate every profile")
+    check.set_defaults(func=cmd_config_check)
+
+    up = sub.add_parser("up", help="start a local Ray cluster and deploy Tierserve")
+    up.add_argument("--config", default=str(SERVE_CONFIG))
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--timeout", type=float, default=900)
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop the local stack")
+    down.set_defaults(func=cmd_down)
+
+    for module, adder in (("app.routing.cli", "add_routing_commands"), ("app.k8s.cli", "add_k8s_commands"),
+                          ("loadtests.cli", "add_loadtest_commands")):
+        try:
+            mod = __import__(module, fromlist=[adder])
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # that part of Tierserve is not installed
+            raise
+        getattr(mod, adder)(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"tierserve: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

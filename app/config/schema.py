@@ -1,0 +1,186 @@
+"""Typed configuration: tiers, routing and server limits.
+
+Everything Tierserve deploys is derived from these models; `configs/` holds the
+YAML they are loaded from (see `loader.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TierName = str
+
+
+class Strict(BaseModel):
+    """Base for config models: typos in YAML are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AutoscalingConfig(Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
+    target_ongoing_requests: float = Field(8, gt=0)
+    upscale_delay_s: float = Field(10, ge=0)
+    downscale_delay_s: float = Field(300, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+class TierResources(Strict):
+    """Ray resources of one replica (the engine's own bundle included)."""
+
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    num_cpus: float = Field(1, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    accelerator_type: str | None = None  # e.g. "L4"; Ray's accelerator_type resource
+    # Cores the engine's processes are pinned to (CPU only); see deployments/tier.py.
+    cpu_cores: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _gpu_matches(self) -> "TierResources":
+        if self.accelerator == "gpu" and self.num_gpus <= 0:
+            raise ValueError("accelerator 'gpu' needs num_gpus > 0")
+        if self.accelerator == "cpu" and self.num_gpus:
+            raise ValueError("accelerator 'cpu' must have num_gpus 0")
+        return self
+
+
+class TierConfig(Strict):
+    """One tier: a model served by autoscaled vLLM replicas."""
+
+    name: TierName = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    description: str = ""
+    model_source: str  # local path, Hugging Face id or s3:// URI
+    served_model_name: str
+    max_model_len: int = Field(gt=0)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: TierResources = TierResources()
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
+    max_ongoing_requests: int = Field(32, gt=0)
+    max_queued_requests: int = Field(64, ge=-1)  # -1: unbounded (Ray Serve's default)
+    # Relative cost of one generated token; used to report savings.
+    cost_per_1k_tokens: float = Field(1.0, ge=0)
+    # Milliseconds between streamed chunks after the first (which goes at once).
+    stream_coalesce_ms: float = Field(5, ge=0)
+
+    @model_validator(mode="after")
+    def _no_duplicate_len(self) -> "TierConfig":
+        if "max_model_len" in self.engine_kwargs:
+            raise ValueError("set max_model_len on the tier, not in engine_kwargs")
+        return self
+
+
+class RuleMatch(Strict):
+    """Conditions of one rule; all that are set must hold."""
+
+    min_prompt_tokens: int | None = Field(None, ge=0)
+    max_prompt_tokens: int | None = Field(None, ge=0)
+    patterns: list[str] = Field(default_factory=list)  # regexes, case-insensitive, any matches
+    has_code: bool | None = None
+    min_turns: int | None = Field(None, ge=1)
+    reasoning_effort: list[Literal["minimal", "low", "medium", "high"]] = Field(default_factory=list)
+
+
+class RoutingRule(Strict):
+    name: str
+    tier: TierName
+    match: RuleMatch
+    force: bool = False  # a forced rule overrides the learned score
+
+
+class LearnedScorerConfig(Strict):
+    enabled: bool = True
+    artifact: str = "app/routing/artifacts/complexity.json"  # relative to the repo root
+
+
+class AffinityConfig(Strict):
+    enabled: bool = True
+    ttl_s: float = Field(1800, gt=0)
+    max_sessions: int = Field(100_000, gt=0)
+    store_url: str = "memory://"  # or redis://host:port/db
+
+
+class FallbackConfig(Strict):
+    enabled: bool = True
+    max_attempts: int = Field(2, ge=1, le=5)
+    backoff_ms: float = Field(50, ge=0)
+
+
+class RoutingConfig(Strict):
+    default_tier: TierName
+    # P(needs reasoning) at or above this sends the request to `strong_tier`.
+    threshold: float = Field(0.5, ge=0, le=1)
+    weak_tier: TierName
+    strong_tier: TierName
+    rules: list[RoutingRule] = Field(default_factory=list)
+    learned: LearnedScorerConfig = LearnedScorerConfig()
+    affinity: AffinityConfig = AffinityConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    allow_tier_header: bool = True  # honour `x-tierserve-tier` from clients
+
+
+class RateLimitConfig(Strict):
+    requests_per_s: float = Field(50, gt=0)
+    burst: int = Field(100, gt=0)
+
+
+class ServerConfig(Strict):
+    route_prefix: str = "/"
+    # Names of env vars holding comma-separated API keys; none set means open access.
+    api_keys_env: str = "TIERSERVE_API_KEYS"
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    max_tokens_limit: int = Field(4096, gt=0)
+    max_in_flight: int = Field(256, gt=0)  # ingress-wide; beyond it: 429
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    retry_after_s: int = Field(1, ge=1)
+    ingress_replicas: int = Field(1, ge=1)
+    router_replicas: int = Field(1, ge=1)
+    log_prompts: bool = False  # debug only: prompt text in logs
+
+
+class TierserveConfig(Strict):
+    """The whole deployable configuration of one profile."""
+
+    profile: str
+    tiers: list[TierConfig]
+    routing: RoutingConfig
+    server: ServerConfig = ServerConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> "TierserveConfig":
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique, got {names}")
+        served = [t.served_model_name for t in self.tiers]
+        if len(set(served)) != len(served) or "auto" in served:
+            raise ValueError("served_model_name must be unique and not 'auto'")
+        refs = {"routing.default_tier": self.routing.default_tier,
+                "routing.weak_tier": self.routing.weak_tier,
+                "routing.strong_tier": self.routing.strong_tier}
+        refs |= {f"routing.rules[{r.name}].tier": r.tier for r in self.routing.rules}
+        for where, tier in refs.items():
+            if tier not in names:
+                raise ValueError(f"{where} names unknown tier {tier!r}; tiers are {names}")
+        return self
+
+    def tier(self, name: str) -> TierConfig:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def tier_for_model(self, model: str) -> TierConfig | None:
+        """The tier a client's `model` names, by tier name or served model name."""
+        for t in self.tiers:
+            if model in (t.name, t.served_model_name):
+                return t
+        return None

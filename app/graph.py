@@ -1,0 +1,88 @@
+"""The composition root: config -> tiers -> router -> ingress, as one bound Serve app.
+
+`serve_config.yaml` points at `build_app`; tests can inspect the bound graph
+without starting anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve.deployment import Application
+from ray.serve.llm import LLMConfig, build_llm_deployment
+
+from app.config.loader import load_config
+from app.config.schema import TierConfig, TierserveConfig
+from app.serve_config import OFFLINE_ENV
+
+
+class AppArgs(BaseModel):
+    """`args:` of the Serve application in serve_config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+    profile: str = "local-cpu"
+
+
+def tier_deployment_name(tier: TierConfig) -> str:
+    return f"tier-{tier.name}"
+
+
+def llm_config_for(tier: TierConfig) -> LLMConfig:
+    res = tier.resources
+    env = {**OFFLINE_ENV, **tier.env} if res.accelerator == "cpu" else dict(tier.env)
+    scaling = tier.autoscaling
+    autoscaling = {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
+                   "target_ongoing_requests": scaling.target_ongoing_requests,
+                   "upscale_delay_s": scaling.upscale_delay_s,
+                   "downscale_delay_s": scaling.downscale_delay_s}
+    if scaling.initial_replicas is not None:
+        autoscaling["initial_replicas"] = scaling.initial_replicas
+    kwargs: dict[str, Any] = dict(
+        model_loading_config={"model_id": tier.served_model_name, "model_source": tier.model_source},
+        engine_kwargs={**tier.engine_kwargs, "max_model_len": tier.max_model_len},
+        runtime_env={"env_vars": env},
+        deployment_config={
+            "autoscaling_config": autoscaling,
+            "max_ongoing_requests": tier.max_ongoing_requests,
+            "max_queued_requests": tier.max_queued_requests,
+            "ray_actor_options": {"num_cpus": res.num_cpus},
+        },
+        # TierServer streams its own way (first chunk at once); no fixed batching.
+        experimental_configs={"stream_batching_interval_ms": 0},
+        log_engine_metrics=True,
+    )
+    if res.accelerator == "cpu":
+        kwargs["accelerator_config"] = {"kind": "cpu"}
+    elif res.accelerator_type:
+        kwargs["accelerator_type"] = res.accelerator_type
+    return LLMConfig(**kwargs)
+
+
+def build_tier(tier: TierConfig) -> Application:
+    from deployments.tier import TierServer
+
+    return build_llm_deployment(
+        llm_config_for(tier), deployment_cls=TierServer, bind_kwargs={"tier": tier},
+        override_serve_options={"name": tier_deployment_name(tier)},
+    )
+
+
+def build_graph(config: TierserveConfig) -> Application:
+    from deployments.ingress import Ingress
+    from deployments.router import Router
+
+    tiers = {t.name: build_tier(t) for t in config.tiers}
+    server = config.server
+    router = serve.deployment(Router, name="router", num_replicas=server.router_replicas,
+                              ray_actor_options={"num_cpus": 0}).bind(config)
+    ingress = serve.deployment(Ingress, name="ingress", num_replicas=server.ingress_replicas,
+                               max_ongoing_requests=server.max_in_flight * 2,
+                               ray_actor_options={"num_cpus": 0})
+    return ingress.bind(config, router, tiers)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve's application builder: `import_path: app.graph:build_app`."""
+    return build_graph(load_config(AppArgs.model_validate(args or {}).profile))

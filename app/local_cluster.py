@@ -1,0 +1,96 @@
+"""Start and stop the local single-machine stack: a Ray head, then `serve deploy`.
+
+Ports and the temp dir are Tierserve's own, so another Ray on the machine is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config.loader import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    gcs_port: int = 6390
+    dashboard_port: int = 8265
+    metrics_port: int = 8090
+    serve_port: int = 8000
+    # Logical CPUs Ray may hand out: each vLLM tier takes a CPU bundle for its
+    # replica and one for its engine, on a 2-core machine too.
+    num_cpus: int = 8
+    temp_dir: str = "/tmp/tierserve-ray"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.serve_port}"
+
+
+def engine_env() -> dict[str, str]:
+    """Environment for Ray and the vLLM processes it starts: offline, caches in our dirs."""
+    cache = REPO_ROOT / ".tierserve" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1", "VLLM_CACHE_ROOT": str(cache / "vllm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray 2.60 turns token auth on for new clusters; its clients send the token
+        # (~/.ray/auth_token) only when told the mode.
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+        # The first chunk of a stream matters more than Serve's default coalescing.
+        "RAY_SERVE_ENABLE_TASK_EVENTS": os.environ.get("RAY_SERVE_ENABLE_TASK_EVENTS", "0"),
+    }
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def start_ray(stack: LocalStack) -> None:
+    subprocess.run(
+        [_bin("ray"), "start", "--head", f"--port={stack.gcs_port}",
+         f"--num-cpus={stack.num_cpus}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={stack.dashboard_port}", f"--metrics-export-port={stack.metrics_port}",
+         f"--temp-dir={stack.temp_dir}", "--disable-usage-stats"],
+        check=True, env=engine_env(), cwd=REPO_ROOT)
+
+
+def serve_deploy(stack: LocalStack, config_file: Path) -> None:
+    subprocess.run([_bin("serve"), "deploy", str(config_file), "--address", stack.dashboard_url],
+                   check=True, env=engine_env(), cwd=REPO_ROOT)
+
+
+def wait_ready(base_url: str, timeout_s: float = 600) -> dict:
+    """Poll /readyz until every tier has answered its warm-up."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(2)
+    raise TimeoutError(f"Tierserve not ready after {timeout_s:.0f}s; last answer: {last}")
+
+
+def stop(stack: LocalStack) -> None:
+    subprocess.run([_bin("serve"), "shutdown", "-y", "--address", stack.dashboard_url],
+                   env=engine_env(), check=False)
+    subprocess.run([_bin("ray"), "stop"], env=engine_env(), check=False)

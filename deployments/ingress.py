@@ -1,0 +1,327 @@
+"""The OpenAI-compatible HTTP ingress: validate, admit, route, dispatch, relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from app.config.schema import TierserveConfig
+from app.http.errors import OpenAIError, from_validation_error, install_error_handlers
+from app.http.limits import Admission, load_api_keys
+from app.protocol.internal import RouteDecision, RouteRequest, TierCall, TierError, TierFinal
+from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from deployments.dispatch import Dispatcher, Opened
+from deployments.metrics import IngressMetrics, reason_kind
+
+log = logging.getLogger("tierserve.requests")
+AUTO = "auto"
+_REQUEST_MODELS = {"chat": ChatCompletionRequest, "completion": CompletionRequest}
+
+
+@dataclass
+class RequestRecord:
+    """What one request did; becomes one JSON log line and the metrics."""
+
+    request_id: str
+    endpoint: str
+    start: float = field(default_factory=time.perf_counter)
+    tier: str = "none"
+    reason: str = "none"
+    status: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    attempts: int = 0
+    stream: bool = False
+    prompt: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        # x-request-id is set by Serve's proxy (it echoes a client's or makes one).
+        return {"x-tierserve-tier": self.tier, "x-tierserve-route-reason": self.reason}
+
+
+class StreamRelay:
+    """Relays a tier's SSE chunks and reads the usage chunk Tierserve always asks for."""
+
+    def __init__(self, opened: Opened, record: RequestRecord, client_wants_usage: bool) -> None:
+        self._opened = opened
+        self._record = record
+        self._wants_usage = client_wants_usage
+
+    def _keep(self, chunk: str) -> bool:
+        if '"choices":[]' in chunk and '"usage"' in chunk:
+            usage = json.loads(chunk[len("data: "):]).get("usage") or {}
+            self._record.prompt_tokens = usage.get("prompt_tokens", 0)
+            self._record.completion_tokens = usage.get("completion_tokens", 0)
+            return self._wants_usage
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        batch = self._opened.first
+        try:
+            while True:
+                if self._record.ttft_s is None:
+                    self._record.ttft_s = time.perf_counter() - self._record.start
+                out = "".join(c for c in batch if self._keep(c))
+                if out:
+                    yield out.encode()
+                batch = await self._opened.rest.__anext__()
+        except StopAsyncIteration:
+            return
+        except asyncio.CancelledError:
+            self._record.status = 499  # client went away: stop the engine's work too
+            raise
+        except Exception as exc:  # a tier failed mid-stream: it is too late to retry
+            self._record.status = 500
+            err = {"error": {"message": f"stream interrupted: {type(exc).__name__}",
+                             "type": "server_error", "param": None, "code": "stream_interrupted"}}
+            yield f"data: {json.dumps(err)}\n\ndata: [DONE]\n\n".encode()
+        finally:
+            self._opened.rest.cancel()
+
+
+class Gateway:
+    """The ingress's logic, apart from HTTP plumbing."""
+
+    def __init__(self, config: TierserveConfig, router: DeploymentHandle,
+                 tiers: dict[str, DeploymentHandle]) -> None:
+        self.config = config
+        self.router = router
+        self.tiers = tiers
+        self.metrics = IngressMetrics()
+        self.admission = Admission(config.server, load_api_keys(config.server.api_keys_env))
+        self.dispatcher = Dispatcher(tiers, router, config.routing.fallback, self.metrics,
+                                     config.server.retry_after_s)
+        self._ready = False
+
+    # -- admission and parsing -------------------------------------------------
+    async def parse(self, request: Request, endpoint: str) -> tuple[dict[str, Any], Any]:
+        length = request.headers.get("content-length")
+        limit = self.config.server.max_body_bytes
+        if length and length.isdigit() and int(length) > limit:
+            raise OpenAIError(413, f"Request body exceeds {limit} bytes.", code="request_too_large")
+        raw = await request.body()
+        if len(raw) > limit:
+            raise OpenAIError(413, f"Request body exceeds {limit} bytes.", code="request_too_large")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise OpenAIError(400, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise OpenAIError(400, "Request body must be a JSON object.", code="invalid_json")
+        try:
+            parsed = _REQUEST_MODELS[endpoint].model_validate(body)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
+        max_tokens = parsed.requested_max_tokens()
+        if max_tokens is not None and max_tokens > self.config.server.max_tokens_limit:
+            raise OpenAIError(400, f"max_tokens {max_tokens} exceeds this server's limit of "
+                                   f"{self.config.server.max_tokens_limit}.",
+                              code="max_tokens_too_large", param="max_tokens")
+        if parsed.model != AUTO and self.config.tier_for_model(parsed.model) is None:
+            known = [AUTO, *(t.served_model_name for t in self.config.tiers)]
+            raise OpenAIError(404, f"The model '{parsed.model}' does not exist. Available: {known}.",
+                              code="model_not_found", param="model")
+        return body, parsed
+
+    async def decide(self, parsed: Any, endpoint: str, record: RequestRecord,
+                     request: Request) -> RouteDecision:
+        route_req = RouteRequest(
+            request_id=record.request_id, endpoint=endpoint, model=parsed.model,
+            prompt_text=parsed.prompt_text(), turns=parsed.turns(),
+            max_tokens=parsed.requested_max_tokens(),
+            reasoning_effort=getattr(parsed, "reasoning_effort", None),
+            session_id=request.headers.get("x-session-id") or parsed.user,
+            tier_header=request.headers.get("x-tierserve-tier"),
+        )
+        try:
+            return await self.router.route.remote(route_req)
+        except Exception as exc:  # never lose a request because the router is down
+            log.warning("router unavailable (%r); using the default tier", exc)
+            named = self.config.tier_for_model(parsed.model)
+            tier = named.name if named else self.config.routing.default_tier
+            return RouteDecision(tier=tier, reason="router_unavailable")
+
+    # -- the request -------------------------------------------------------------
+    async def generate(self, request: Request, endpoint: str) -> Response:
+        record = RequestRecord(_request_id(request), endpoint)
+        request.state.request_id = record.request_id
+        try:
+            identity = self.admission.authenticate(request.headers.get("authorization"))
+            self.admission.rate_limit(identity)
+            body, parsed = await self.parse(request, endpoint)
+        except OpenAIError as exc:
+            return self._reject(exc, record)
+        try:
+            self.admission.enter()
+        except OpenAIError as exc:
+            return self._reject(exc, record, cause="overload")
+        self.metrics.in_flight.set(self.admission.in_flight)
+        record.stream = parsed.stream
+        if self.config.server.log_prompts:
+            record.prompt = parsed.prompt_text()
+        try:
+            decision = await self.decide(parsed, endpoint, record, request)
+            record.tier, record.reason = decision.tier, decision.reason
+            wants_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+            if parsed.stream:
+                body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            call = TierCall(request_id=record.request_id, endpoint=endpoint, body=body)
+            opened = await self.dispatcher.open(call, decision)
+        except OpenAIError as exc:
+            self._leave()
+            return self._finish_error(exc, record)
+        except BaseException:
+            self._leave()
+            raise
+        record.tier, record.reason, record.attempts = opened.tier, opened.reason, opened.attempts
+        if isinstance(opened.first, (TierError, TierFinal)):
+            self._leave()
+            opened.rest.cancel()
+            return self._final(opened.first, record)
+        return StreamingResponse(self._relay(opened, record, wants_usage),
+                                 media_type="text/event-stream",
+                                 headers={**record.headers(), "cache-control": "no-cache"})
+
+    async def _relay(self, opened: Opened, record: RequestRecord, wants_usage: bool) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in StreamRelay(opened, record, wants_usage):
+                yield chunk
+        finally:
+            self._leave()
+            self._observe(record)
+
+    def _final(self, out: TierError | TierFinal, record: RequestRecord) -> Response:
+        if isinstance(out, TierError):
+            code = "context_length_exceeded" if "context length" in out.message.lower() else out.type
+            return self._finish_error(OpenAIError(out.code, out.message, code=code, param=out.param,
+                                                  type_=out.type), record)
+        usage = out.body.get("usage") or {}
+        record.prompt_tokens = usage.get("prompt_tokens", 0)
+        record.completion_tokens = usage.get("completion_tokens", 0)
+        record.ttft_s = time.perf_counter() - record.start
+        self._observe(record)
+        return JSONResponse(out.body, headers=record.headers())
+
+    def _reject(self, exc: OpenAIError, record: RequestRecord, cause: str | None = None) -> Response:
+        causes = {401: "auth", 429: "rate_limit", 404: "not_found", 413: "validation"}
+        self.metrics.rejections.inc(tags={"cause": cause or causes.get(exc.status, "validation")})
+        return self._finish_error(exc, record)
+
+    def _finish_error(self, exc: OpenAIError, record: RequestRecord) -> Response:
+        record.status = exc.status
+        self._observe(record)
+        return exc.response(record.headers())
+
+    def _leave(self) -> None:
+        self.admission.leave()
+        self.metrics.in_flight.set(self.admission.in_flight)
+
+    def _observe(self, record: RequestRecord) -> None:
+        total = time.perf_counter() - record.start
+        tier = record.tier
+        self.metrics.requests.inc(tags={"tier": tier, "endpoint": record.endpoint,
+                                        "status": str(record.status), "reason": reason_kind(record.reason)})
+        if record.status < 400 or record.status == 499:
+            self.metrics.e2e.observe(total, tags={"tier": tier, "endpoint": record.endpoint})
+            self.metrics.prompt_tokens.inc(record.prompt_tokens, tags={"tier": tier})
+            self.metrics.completion_tokens.inc(record.completion_tokens, tags={"tier": tier})
+            if record.ttft_s is not None and record.stream:
+                self.metrics.ttft.observe(record.ttft_s, tags={"tier": tier})
+                if record.completion_tokens > 1:
+                    tpot = (total - record.ttft_s) / (record.completion_tokens - 1)
+                    self.metrics.tpot.observe(tpot, tags={"tier": tier})
+        line = {"event": "request", "request_id": record.request_id, "endpoint": record.endpoint,
+                "tier": tier, "reason": record.reason, "status": record.status,
+                "stream": record.stream, "attempts": record.attempts,
+                "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
+                "ttft_ms": None if record.ttft_s is None else round(record.ttft_s * 1000, 2),
+                "latency_ms": round(total * 1000, 2)}
+        if record.prompt is not None:
+            line["prompt"] = record.prompt
+        log.info(json.dumps(line))
+
+    # -- models and health --------------------------------------------------------
+    def models(self) -> ModelList:
+        cards = [ModelCard(id=AUTO)]
+        cards += [ModelCard(id=t.served_model_name, tier=t.name, max_model_len=t.max_model_len)
+                  for t in self.config.tiers]
+        return ModelList(data=cards)
+
+    async def ready(self) -> tuple[bool, dict[str, str]]:
+        """Ready once every tier with min_replicas >= 1 has answered its warm-up."""
+        states: dict[str, str] = {}
+        for tier in self.config.tiers:
+            if tier.autoscaling.min_replicas < 1:
+                states[tier.name] = "scale-to-zero"
+                continue
+            try:
+                ok = await asyncio.wait_for(self.tiers[tier.name].ready.remote(), timeout=2)
+                states[tier.name] = "ready" if ok else "warming"
+            except Exception as exc:
+                states[tier.name] = f"unavailable: {type(exc).__name__}"
+        return all(s in ("ready", "scale-to-zero") for s in states.values()), states
+
+
+def _request_id(request: Request) -> str:
+    """Serve's request id, which is the client's x-request-id when it sent one."""
+    ctx = serve.context._get_serve_request_context()
+    return ctx.request_id or request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+def create_http_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(title="Tierserve", version="0.1.0", docs_url="/docs", redoc_url=None)
+    install_error_handlers(app)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await gateway.generate(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await gateway.generate(request, "completion")
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        return gateway.models()
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        for card in gateway.models().data:
+            if card.id == model_id:
+                return card
+        raise OpenAIError(404, f"The model '{model_id}' does not exist.", code="model_not_found")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ok, tiers = await gateway.ready()
+        return JSONResponse({"ready": ok, "tiers": tiers}, status_code=200 if ok else 503)
+
+    return app
+
+
+@serve.ingress()
+class Ingress:
+    """The graph's HTTP entry point; holds the router and tier handles."""
+
+    def __init__(self, config: TierserveConfig, router: DeploymentHandle,
+                 tiers: dict[str, DeploymentHandle]) -> None:
+        self._gateway = Gateway(config, router, tiers)
+
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_http_app(self._gateway)

@@ -1,0 +1,158 @@
+"""One tier: ray.serve.llm's LLMServer, wrapped where Tierserve differs.
+
+- `generate` takes a small `TierCall` (the OpenAI JSON) so the ingress never
+  imports vLLM, and yields plain SSE strings rather than pydantic objects.
+- Streams send the first chunk at once and coalesce the rest for a few ms:
+  Ray Serve LLM's fixed 50 ms batching costs time to first token, no batching
+  costs throughput (shared/CPU-VLLM.md).
+- Warm-up: the replica reports ready only after one real generation.
+- CPU: the engine's processes are pinned to the configured cores, so vLLM's
+  busy-spinning EngineCore does not starve the core that serves HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any, AsyncGenerator
+
+import psutil
+from ray.llm._internal.serve.core.protocol import RawRequestInfo
+from ray.serve.llm import LLMServer
+
+from app.config.schema import TierConfig
+from app.protocol.internal import TierCall, TierError, TierFinal
+
+logger = logging.getLogger("ray.serve")
+
+_DONE = object()
+
+
+def pin_engine_processes(cores: list[int]) -> list[int]:
+    """Pin this replica's child processes (vLLM EngineCore and workers) to `cores`."""
+    pinned = []
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            proc.cpu_affinity(cores)
+            for thread in proc.threads():  # threads already started keep their own mask
+                os.sched_setaffinity(thread.id, cores)
+            pinned.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return pinned
+
+
+async def coalesce(stream: AsyncGenerator[Any, None], window_s: float
+                   ) -> AsyncGenerator[list[Any], None]:
+    """Yield the first item alone, then batches gathered for up to `window_s` each.
+
+    A reader task keeps pulling from `stream` while a batch waits, and is
+    cancelled with the consumer, so a client's disconnect aborts the engine request.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def read() -> None:
+        try:
+            async for item in stream:
+                queue.put_nowait(item)
+        except Exception as exc:  # surfaced to the consumer below
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(_DONE)
+
+    reader = asyncio.create_task(read())
+    try:
+        first = True
+        while True:
+            batch = [await queue.get()]
+            deadline = time.monotonic() + (0 if first else window_s)
+            while batch[-1] is not _DONE and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            while batch[-1] is not _DONE and not queue.empty():
+                batch.append(queue.get_nowait())
+            first = False
+            done = batch[-1] is _DONE
+            items = batch[:-1] if done else batch
+            for item in items:
+                if isinstance(item, Exception):
+                    raise item
+            if items:
+                yield items
+            if done:
+                return
+    finally:
+        reader.cancel()
+
+
+class TierServer(LLMServer):
+    """An LLMServer replica of one tier."""
+
+    async def __init__(self, llm_config, *, tier: TierConfig) -> None:
+        self._tier = tier
+        self._window_s = tier.stream_coalesce_ms / 1000
+        self._ready = False
+        await super().__init__(llm_config)
+        if tier.resources.cpu_cores:
+            pinned = pin_engine_processes(tier.resources.cpu_cores)
+            logger.info("tier %s: pinned engine pids %s to cores %s",
+                        tier.name, pinned, tier.resources.cpu_cores)
+        await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        call = TierCall(request_id=f"warmup-{os.getpid()}", endpoint="completion",
+                        body={"model": self._tier.served_model_name, "prompt": "warm up",
+                              "max_tokens": 1})
+        async for item in self.generate(call):
+            if isinstance(item, TierError):
+                raise RuntimeError(f"tier {self._tier.name} warm-up failed: {item.message}")
+        self._ready = True
+
+    async def ready(self) -> bool:
+        return self._ready
+
+    async def num_unfinished_requests(self) -> int:
+        """Requests the engine still holds; lets tests prove a disconnect aborted one."""
+        return self.engine._engine_client.get_num_unfinished_requests()
+
+    def _engine_stream(self, call: TierCall) -> AsyncGenerator[Any, None]:
+        from ray.llm._internal.serve.core.configs.openai_api_models import (
+            ChatCompletionRequest,
+            CompletionRequest,
+        )
+
+        body = {**call.body, "model": self._tier.served_model_name, "request_id": call.request_id}
+        raw = RawRequestInfo(headers={"x-request-id": call.request_id})
+        if call.endpoint == "chat":
+            return self.engine.chat(ChatCompletionRequest(**body), raw)
+        return self.engine.completions(CompletionRequest(**body), raw)
+
+    async def generate(self, call: TierCall) -> AsyncGenerator[Any, None]:
+        """Yield `TierError`, `TierFinal`, or lists of SSE strings (streaming)."""
+        try:
+            stream = self._engine_stream(call)
+        except ValueError as exc:  # pydantic validation of vLLM's request model
+            yield TierError(message=str(exc), type="invalid_request_error", code=400)
+            return
+        if not call.body.get("stream"):
+            async for out in stream:
+                yield _to_final(out)
+            return
+        async for batch in coalesce(stream, self._window_s):
+            if len(batch) == 1 and not isinstance(batch[0], str):
+                yield _to_final(batch[0])  # vLLM rejected the request before streaming
+                return
+            yield batch
+
+
+def _to_final(out: Any) -> TierError | TierFinal:
+    data = out.model_dump()
+    if "error" in data and isinstance(data["error"], dict):
+        err = data["error"]
+        return TierError(message=err.get("message", ""), type=err.get("type", "server_error"),
+                         code=int(err.get("code") or 500), param=err.get("param"))
+    return TierFinal(body=out.model_dump(exclude_none=True))

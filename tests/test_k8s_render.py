@@ -1,0 +1,227 @@
+"""The KubeRay chart renders offline, validates, and agrees with configs/ (app/k8s/render.py)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.config import load_config
+from app.k8s import consistency, cost
+from app.k8s.cli import main as k8s_main
+from app.k8s.render import VALUES_DIR, RenderError, Rendered, render, write_out
+from app.k8s.validate import validate_rendered
+from app.serve_config import render_serve_config
+
+EXAMPLES = sorted(p for p in VALUES_DIR.glob("*.yaml") if p.name != "t4.yaml")
+
+
+@pytest.fixture(scope="module")
+def default() -> Rendered:
+    return render([])
+
+
+def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def _groups(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    cluster = _one(rendered.objects, "RayService")["spec"]["rayClusterConfig"]
+    return {"head": cluster["headGroupSpec"], **{g["groupName"]: g for g in cluster["workerGroupSpecs"]}}
+
+
+def test_examples_exist() -> None:
+    names = {p.stem for p in VALUES_DIR.glob("*.yaml")}
+    assert {"t4", "l4", "a10g", "h100", "scale-to-zero"} <= names
+
+
+@pytest.mark.parametrize("values", [None, *EXAMPLES], ids=lambda p: p.stem if p else "defaults")
+def test_each_values_file_renders_and_validates(values: Path | None) -> None:
+    rendered = render([values] if values else [])
+    report = validate_rendered(rendered)
+    assert report.ok, "\n".join(report.errors)
+    kinds = {o["kind"] for o in rendered.objects}
+    assert {"RayService", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
+
+
+def test_serve_config_v2_is_generated_from_configs(default: Rendered) -> None:
+    text = _one(default.objects, "RayService")["spec"]["serveConfigV2"]
+    expected = render_serve_config(load_config("gpu"), offline=False, http_host="0.0.0.0")
+    assert yaml.safe_load(text) == expected
+    # The chart itself holds no copy of it.
+    chart_text = "".join(p.read_text() for p in (VALUES_DIR.parent / "chart").rglob("*.yaml"))
+    assert "import_path" not in chart_text
+
+
+def test_head_runs_no_model_and_declares_ports(default: Rendered) -> None:
+    head = _groups(default)["head"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
+    assert ports == {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
+    env = {e["name"]: e for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert env["RAY_enable_autoscaler_v2"]["value"] == "1"
+
+
+def test_tier_groups_follow_the_profile(default: Rendered) -> None:
+    groups = _groups(default)
+    for tier in load_config("gpu").tiers:
+        group = groups[f"tier-{tier.name}"]
+        container = group["template"]["spec"]["containers"][0]
+        assert group["rayStartParams"]["num-gpus"] == str(int(tier.resources.num_gpus))
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == int(tier.resources.num_gpus)
+        assert float(group["rayStartParams"]["num-cpus"]) >= tier.resources.num_cpus
+        assert (group["minReplicas"], group["maxReplicas"]) == (
+            tier.autoscaling.min_replicas, tier.autoscaling.max_replicas)
+        assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+        assert any(t.get("key") == "nvidia.com/gpu" for t in group["template"]["spec"]["tolerations"])
+    for name, group in groups.items():
+        assert all(isinstance(v, str) for v in group["rayStartParams"].values()), name
+
+
+def test_autoscaler_v2(default: Rendered) -> None:
+    cluster = _one(default.objects, "RayService")["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["autoscalerOptions"]["version"] == "v2"
+
+
+def test_secrets_are_referenced_never_inlined(default: Rendered) -> None:
+    assert not [o for o in default.objects if o["kind"] == "Secret"]
+    for group in _groups(default).values():
+        env = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
+        ref = env["TIERSERVE_API_KEYS"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "tierserve-api-keys", "key": "api-keys"}
+        assert "value" not in env["TIERSERVE_API_KEYS"]
+    rendered = render([], extra_values={"secrets": {"s3": {"name": "tierserve-s3"}}})
+    env = {e["name"]: e for e in _groups(rendered)["tier-fast"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "tierserve-s3"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "tierserve-s3"
+
+
+def test_ingress_with_tls_points_at_the_serve_service() -> None:
+    rendered = render([], extra_values={"ingress": {"enabled": True, "host": "llm.example.com"}})
+    assert validate_rendered(rendered, lint=False).ok
+    ingress = _one(rendered.objects, "Ingress")
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-prod"
+    assert ingress["spec"]["tls"][0]["hosts"] == ["llm.example.com"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    serve_svc = _one(rendered.objects, "RayService")["spec"]["serveService"]
+    assert backend["name"] == serve_svc["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in serve_svc["spec"]["ports"]}
+
+
+def test_network_policy_limits_serve_and_metrics(default: Rendered) -> None:
+    rules = _one(default.objects, "NetworkPolicy")["spec"]["ingress"]
+    by_port = {p["port"]: r["from"] for r in rules for p in r.get("ports") or []}
+    assert by_port[8000][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert by_port[8080][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+def test_podmonitor_ports_exist_and_a_wrong_one_is_caught(default: Rendered) -> None:
+    monitors = [o for o in default.objects if o["kind"] == "PodMonitor"]
+    if not monitors:  # monitoring templates absent: check with a minimal PodMonitor of our own
+        monitors = [{"kind": "PodMonitor", "metadata": {"name": "m"}, "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": "tierserve"}},
+            "podMetricsEndpoints": [{"port": "metrics"}]}}]
+    objects = [o for o in default.objects if o["kind"] != "PodMonitor"] + monitors
+    rs = _one(objects, "RayService")
+    assert consistency.check_ports(objects, rs) == []
+    broken = copy.deepcopy(monitors[0])
+    broken["spec"]["podMetricsEndpoints"][0]["port"] = "metricz"
+    errors = consistency.check_ports([broken], rs)
+    assert errors and "metricz" in errors[0]
+
+
+def test_consistency_catches_manifest_level_mismatches(default: Rendered) -> None:
+    config = default.config
+    objects = copy.deepcopy(default.objects)
+    rs = _one(objects, "RayService")
+    fast = next(g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "tier-fast")
+    fast["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 2
+    rs["spec"]["serveConfigV2"] = rs["spec"]["serveConfigV2"].replace("profile: gpu", "profile: local-cpu")
+    rs["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-gpus"] = "1"
+    errors = "\n".join(consistency.check(objects, config))
+    assert "tier-fast: rayStartParams.num-gpus='1' but container ray-worker has nvidia.com/gpu limit 2" in errors
+    assert "serveConfigV2 differs from configs/" in errors
+    assert "head: rayStartParams.num-gpus must be \"0\"" in errors
+
+
+def _values_file(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"tiers": {"fast": {"cpuu": "8"}}}, "additional properties 'cpuu' not allowed"),
+    ({"head": {"rayStartParams": {"num-cpus": 0}}}, "/head/rayStartParams/num-cpus': got number, want string"),
+    ({"tiers": {"fast": {"rayStartParams": {"num-gpus": "2"}}}},
+     "tiers.fast.rayStartParams.num-gpus='2' disagrees with the 1 GPU(s) the pod requests"),
+    ({"tiers": {"fast": {"cpu": "2"}}}, "tiers.fast.cpu='2': the tier needs 4 CPU(s) per replica"),
+    ({"tiers": {"fats": {"cpu": "8"}}}, "tiers.fats: no tier 'fats' in profile 'gpu'"),
+    ({"tiers": {"fast": {"maxReplicas": 0}}}, "tiers.fast: minReplicas 1 > maxReplicas 0"),
+    ({"tiers": {"fast": {"minReplicas": 0, "maxReplicas": 0}}}, "use tiers.fast.suspend=true"),
+    ({"generated": {"profile": "x"}}, "must not set `generated`"),
+])
+def test_broken_values_fail_clearly(tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(RenderError) as info:
+        render([_values_file(tmp_path, values)])
+    assert message in str(info.value)
+
+
+def test_t4_is_refused_for_a_bfloat16_profile() -> None:
+    with pytest.raises(RenderError, match="T4 has no bfloat16"):
+        render([VALUES_DIR / "t4.yaml"])
+
+
+def test_scale_to_zero_warns_while_serve_keeps_a_replica() -> None:
+    rendered = render([VALUES_DIR / "scale-to-zero.yaml"])
+    assert _groups(rendered)["tier-fast"]["minReplicas"] == 0
+    assert any("Serve keeps min_replicas=1" in w for w in rendered.warnings)
+
+
+def test_suspend_keeps_config_and_drops_gpu_pods(default: Rendered) -> None:
+    suspended = render([], extra_values={"tiers": {"fast": {"suspend": True}}})
+    assert validate_rendered(suspended, lint=False).ok
+    fast = _groups(suspended)["tier-fast"]
+    assert (fast["minReplicas"], fast["maxReplicas"], fast["replicas"]) == (0, 0, 0)
+    assert _groups(suspended)["tier-reasoning"] == _groups(default)["tier-reasoning"]
+    before, after = (_one(r.objects, "RayService")["spec"]["serveConfigV2"] for r in (default, suspended))
+    assert before == after
+
+
+def test_suspend_commands() -> None:
+    [cmd] = cost.helm_commands("tierserve", "ns", ["fast", "reasoning"], suspend=True, chart="kuberay/chart")
+    assert cmd == ["helm", "upgrade", "tierserve", "kuberay/chart", "--namespace", "ns", "--reuse-values",
+                   "--set", "tiers.fast.suspend=true", "--set", "tiers.reasoning.suspend=true"]
+    [patch] = cost.kubectl_commands(render([]), "ns", ["reasoning"], suspend=True)
+    assert patch[:7] == ["kubectl", "--namespace", "ns", "patch", "rayservice", "tierserve", "--type=json"]
+    ops = yaml.safe_load(patch[-1])
+    assert {op["path"].rsplit("/", 1)[1]: op["value"] for op in ops} == {
+        "minReplicas": 0, "maxReplicas": 0, "replicas": 0}
+
+
+def test_generated_values_reproduce_the_render_through_plain_helm(default: Rendered, tmp_path: Path) -> None:
+    """What `helm install -f values.generated.yaml` would apply equals our render."""
+    import helm_python as helm
+
+    write_out(default, tmp_path)
+    generated = yaml.safe_load((tmp_path / "values.generated.yaml").read_text())
+    with helm.Chart.load(VALUES_DIR.parent / "chart") as chart:
+        manifests = chart.render(generated, name="tierserve", namespace="tierserve")
+    key = "tierserve/templates/rayservice.yaml"
+    assert manifests[key] == default.manifests[key]
+    assert (tmp_path / key).read_text() == default.manifests[key]
+
+
+def test_cli_render_and_suspend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert k8s_main(["k8s", "render", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "tierserve/templates/rayservice.yaml").is_file()
+    assert k8s_main(["k8s", "suspend", "--dry-run", "--tiers", "fast"]) == 0
+    assert "--reuse-values --set tiers.fast.suspend=true" in capsys.readouterr().out
+    assert k8s_main(["k8s", "render", "--set", "tiers.fast.cpuu=1"]) == 1
+    assert "cpuu" in capsys.readouterr().err
