@@ -78,11 +78,13 @@ async def coalesce(stream: AsyncGenerator[Any, None], window_s: float
             first = False
             done = batch[-1] is _DONE
             items = batch[:-1] if done else batch
-            for item in items:
-                if isinstance(item, Exception):
-                    raise item
+            error = next((i for i in items if isinstance(i, Exception)), None)
+            if error is not None:
+                items = items[: items.index(error)]
             if items:
                 yield items
+            if error is not None:
+                raise error
             if done:
                 return
     finally:

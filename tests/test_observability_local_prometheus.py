@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,27 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from app.observability.local_prometheus import (LocalPrometheus, discover_metrics_ports, free_port,
                                                 prometheus_config)
 from app.observability.paths import RULES_FILE
+from app.observability.snapshot import render_snapshot
 
 needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
                                       reason="prometheus not installed (apt-get install -y prometheus)")
-
-
-def query(base_url: str, expr: str) -> list[dict[str, Any]]:
-    url = f"{base_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        body = json.load(resp)
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
-def wait_for(base_url: str, expr: str, ok: Any, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    deadline, result = time.monotonic() + timeout_s, []
-    while time.monotonic() < deadline:
-        result = query(base_url, expr)
-        if ok(result):
-            return result
-        time.sleep(1)
-    raise AssertionError(f"{expr} never satisfied the check; last result: {result}")
 
 
 def test_discovers_ports_from_rays_file_sd(tmp_path: Path) -> None:
@@ -90,15 +70,15 @@ def fake_ray_exporter() -> Iterator[int]:
 
 
 @needs_prometheus
-def test_real_prometheus_scrapes_and_evaluates_rules(fake_ray_exporter: int) -> None:
+def test_real_prometheus_scrapes_and_evaluates_rules(fake_ray_exporter: int, tmp_path: Path) -> None:
     with LocalPrometheus([fake_ray_exporter], interval="1s") as prom:
         assert prom.url.startswith("http://127.0.0.1:")
-        wait_for(prom.url, "tierserve_tier:requests:rate5m > 0",
+        prom.wait_for("tierserve_tier:requests:rate5m > 0",
                  lambda r: {s["metric"].get("tier") for s in r} >= {"fast", "reasoning"})
-        wait_for(prom.url, "tierserve_tier:ttft_seconds:p95_5m", lambda r: len(r) == 1)
-        rules = json.load(urllib.request.urlopen(f"{prom.url}/api/v1/rules", timeout=5))["data"]["groups"]
-        assert {g["name"] for g in rules} == {"tierserve.recording", "tierserve.alerts"}
-        assert all(r["health"] == "ok" for g in rules for r in g["rules"]), \
-            [(r["name"], r.get("lastError")) for g in rules for r in g["rules"] if r["health"] != "ok"]
+        prom.wait_for("tierserve_tier:ttft_seconds:p95_5m", lambda r: len(r) == 1)
+        assert sorted(prom.rule_groups()) == ["tierserve.alerts", "tierserve.recording"]
+        assert not prom.rule_errors()
+        png = render_snapshot(prom.url, tmp_path / "snapshot.png", minutes=1, step_s=1)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         process = prom.process
     assert process is not None and process.poll() is not None, "Prometheus still running after stop()"

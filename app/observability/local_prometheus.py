@@ -24,9 +24,12 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 import yaml
 
@@ -119,6 +122,36 @@ class LocalPrometheus:
                 pass
             time.sleep(0.3)
         raise TimeoutError(f"prometheus not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as resp:
+            body = json.load(resp)
+        if body.get("status") != "success":
+            raise RuntimeError(f"prometheus {path}: {body}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant query through the HTTP API: the result vector."""
+        return list(self._get("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))["result"])
+
+    def wait_for(self, expr: str, ok: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 60.0,
+                 poll_s: float = 1.0) -> list[dict[str, Any]]:
+        """Poll `expr` until `ok(result)`; TimeoutError with the last result otherwise."""
+        deadline, result = time.monotonic() + timeout_s, []
+        while time.monotonic() < deadline:
+            result = self.query(expr)
+            if ok(result):
+                return result
+            time.sleep(poll_s)
+        raise TimeoutError(f"{expr} did not pass its check within {timeout_s}s; last result: {result}")
+
+    def rule_errors(self) -> list[tuple[str, str]]:
+        """(rule, last error) for every loaded rule whose last evaluation failed."""
+        groups = self._get("/api/v1/rules")["groups"]
+        return [(r["name"], r.get("lastError", "")) for g in groups for r in g["rules"] if r["health"] == "err"]
+
+    def rule_groups(self) -> list[str]:
+        return [g["name"] for g in self._get("/api/v1/rules")["groups"]]
 
     def log_tail(self, chars: int = 4000) -> str:
         log = self.workdir / "prometheus.log" if self.workdir else None

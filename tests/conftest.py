@@ -1,0 +1,138 @@
+"""Shared fixtures. The e2e stack (real Ray, real vLLM on the CPU, the tiny models) is
+started once per test session on its own ports and temp dir, and only it is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.local_cluster import engine_env
+
+# Before anything imports ray: it reads RAY_AUTH_MODE and friends once, at import.
+os.environ.update(engine_env())
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    base_url: str
+    ray_address: str
+    dashboard_url: str
+    metrics_ports: list[int]
+    serve_config_path: Path
+    deploy_output: str
+    app_name: str = "tierserve"
+
+    def handle(self, deployment: str):
+        from ray import serve
+
+        return serve.get_deployment_handle(deployment, app_name=self.app_name)
+
+
+def _wait_ready(base_url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except Exception as exc:  # not up yet
+            last = repr(exc)
+        time.sleep(2)
+    raise TimeoutError(f"stack not ready in {timeout_s}s: {last}")
+
+
+@pytest.fixture(scope="session")
+def tierserve_stack():
+    """A real Ray cluster with Tierserve deployed through the `serve deploy` CLI."""
+    import ray
+    from ray import serve
+
+    from app.config import load_config
+    from app.serve_config import render_serve_config
+
+    for model in ("tiny-fast", "tiny-reasoning"):
+        if not (REPO / "models" / model / "model.safetensors").exists():
+            pytest.fail("tiny models missing: run `make setup` (tierserve models make-tiny)")
+    temp_dir = tempfile.mkdtemp(prefix="tsr-", dir="/tmp")  # short: Ray's unix sockets
+    dash_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    ray.init(address="local", num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=dash_port, _temp_dir=temp_dir, _metrics_export_port=metrics_port,
+             log_to_driver=False)
+    dashboard_url = f"http://127.0.0.1:{dash_port}"
+    cfg_path = Path(temp_dir) / "serve_config.yaml"
+    cfg_path.write_text(yaml.safe_dump(
+        render_serve_config(load_config("local-cpu"), http_port=http_port), sort_keys=False))
+    try:
+        deploy = subprocess.run(
+            [str(Path(sys.executable).with_name("serve")), "deploy", str(cfg_path),
+             "--address", dashboard_url],
+            env=engine_env(), capture_output=True, text=True, timeout=300)
+        assert deploy.returncode == 0, deploy.stderr[-3000:]
+        base_url = f"http://127.0.0.1:{http_port}"
+        _wait_ready(base_url, timeout_s=900)
+        yield Stack(base_url=base_url, ray_address=ray.get_runtime_context().gcs_address,
+                    dashboard_url=dashboard_url, metrics_ports=[metrics_port],
+                    serve_config_path=cfg_path, deploy_output=deploy.stdout + deploy.stderr)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def openai_client(tierserve_stack):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{tierserve_stack.base_url}/v1", api_key="unused", max_retries=0,
+                  timeout=120)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizers():
+    from transformers import AutoTokenizer
+
+    return {name: AutoTokenizer.from_pretrained(REPO / "models" / f"tiny-{name}")
+            for name in ("fast", "reasoning")}
+
+
+def chat_prompt_tokens(tokenizer, messages: list[dict]) -> int:
+    """Prompt tokens for a chat request, as vLLM counts them (chat template, no extra BOS)."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def sse_events(raw: bytes) -> list[dict | str]:
+    """Parse an SSE body into JSON events (and the final '[DONE]')."""
+    events: list[dict | str] = []
+    for block in raw.decode().split("\n\n"):
+        block = block.strip()
+        if not block:
+            continue
+        assert block.startswith("data: "), block
+        data = block[len("data: "):]
+        events.append(data if data == "[DONE]" else json.loads(data))
+    return events

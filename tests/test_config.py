@@ -1,0 +1,89 @@
+"""Config loading: both profiles load; mistakes name the file and the field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.config import ConfigError, load_config
+from app.config.loader import REPO_ROOT, list_profiles
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Path:
+    shutil.copytree(REPO_ROOT / "configs", tmp_path / "configs")
+    return tmp_path / "configs"
+
+
+def _edit(path: Path, fn) -> None:
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_profiles_load():
+    assert list_profiles() == ["gpu", "local-cpu"]
+    cpu, gpu = load_config("local-cpu"), load_config("gpu")
+    assert [t.name for t in cpu.tiers] == [t.name for t in gpu.tiers] == ["fast", "reasoning"]
+    assert all(t.resources.accelerator == "cpu" and t.resources.num_gpus == 0 for t in cpu.tiers)
+    assert all(t.resources.num_gpus == 1 for t in gpu.tiers)
+    # Local model paths are made absolute against the repo; hub ids are left alone.
+    assert Path(cpu.tier("fast").model_source) == REPO_ROOT / "models" / "tiny-fast"
+    assert gpu.tier("fast").model_source == "Qwen/Qwen2.5-1.5B-Instruct"
+
+
+def test_profile_overrides_shared_server_keys():
+    assert load_config("gpu").server.ingress_replicas == 2
+    assert load_config("local-cpu").server.ingress_replicas == 1
+
+
+def test_typo_in_tier_names_profile_file_and_field(config_copy: Path):
+    prof = config_copy / "profiles" / "local-cpu.yaml"
+    _edit(prof, lambda d: d["tiers"][0].update(max_model_lenn=10))
+    with pytest.raises(ConfigError) as err:
+        load_config("local-cpu", config_copy)
+    msg = str(err.value)
+    assert str(prof) in msg and "tiers.0.max_model_lenn" in msg and "Extra inputs" in msg
+
+
+def test_bad_routing_value_names_routing_file(config_copy: Path):
+    _edit(config_copy / "routing.yaml", lambda d: d.update(threshold=1.5))
+    with pytest.raises(ConfigError) as err:
+        load_config("local-cpu", config_copy)
+    assert f"{config_copy / 'routing.yaml'}: routing.threshold" in str(err.value)
+
+
+def test_rule_naming_unknown_tier_is_rejected(config_copy: Path):
+    _edit(config_copy / "routing.yaml", lambda d: d["rules"][0].update(tier="giant"))
+    with pytest.raises(ConfigError, match="unknown tier 'giant'"):
+        load_config("local-cpu", config_copy)
+
+
+def test_gpu_tier_without_gpus_is_rejected(config_copy: Path):
+    _edit(config_copy / "profiles" / "gpu.yaml",
+          lambda d: d["tiers"][1]["resources"].update(num_gpus=0))
+    with pytest.raises(ConfigError, match="needs num_gpus > 0"):
+        load_config("gpu", config_copy)
+
+
+def test_autoscaling_bounds_are_checked(config_copy: Path):
+    _edit(config_copy / "profiles" / "local-cpu.yaml",
+          lambda d: d["tiers"][0]["autoscaling"].update(min_replicas=3, max_replicas=1))
+    with pytest.raises(ConfigError, match="min_replicas must be <= max_replicas"):
+        load_config("local-cpu", config_copy)
+
+
+def test_invalid_yaml_and_unknown_profile(config_copy: Path):
+    (config_copy / "server.yaml").write_text("rate_limit: [unclosed\n")
+    with pytest.raises(ConfigError, match="server.yaml: not valid YAML"):
+        load_config("local-cpu", config_copy)
+    with pytest.raises(ConfigError, match="unknown profile 'tpu'"):
+        load_config("tpu", config_copy)
+
+
+def test_models_dir_env_relocates_local_models(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("TIERSERVE_MODELS_DIR", str(tmp_path))
+    assert load_config("local-cpu").tier("reasoning").model_source == str(tmp_path / "tiny-reasoning")

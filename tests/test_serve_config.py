@@ -1,0 +1,69 @@
+"""One source of truth: serve_config.yaml and the bound graph come from configs/."""
+
+from __future__ import annotations
+
+import yaml
+
+from app.cli import main, render_text
+from app.config import load_config
+from app.config.loader import REPO_ROOT
+from app.graph import build_app, llm_config_for
+
+
+def test_serve_config_yaml_matches_configs():
+    committed = (REPO_ROOT / "serve_config.yaml").read_text()
+    assert committed == render_text("local-cpu"), "run `tierserve config render`"
+    doc = yaml.safe_load(committed)
+    (app,) = doc["applications"]
+    assert app["import_path"] == "app.graph:build_app"
+    assert app["args"] == {"profile": "local-cpu"}
+
+
+def test_render_check_fails_on_drift(tmp_path, capsys):
+    out = tmp_path / "serve_config.yaml"
+    out.write_text(render_text("local-cpu").replace("local-cpu", "gpu"))
+    assert main(["config", "render", "--check", "--out", str(out)]) == 1
+    assert main(["config", "render", "--out", str(out)]) == 0
+    assert main(["config", "render", "--check", "--out", str(out)]) == 0
+
+
+def _deployments(app) -> dict:
+    """name -> deployment, walking the bound graph without starting Ray."""
+    found = {}
+
+    def visit(node):
+        if hasattr(node, "_bound_deployment"):
+            dep = node._bound_deployment
+            found[dep.name] = dep
+            for arg in [*dep.init_args, *dep.init_kwargs.values()]:
+                for child in (arg.values() if isinstance(arg, dict) else [arg]):
+                    visit(child)
+
+    visit(app)
+    return found
+
+
+def test_bound_graph_follows_the_profile():
+    config = load_config("local-cpu")
+    deps = _deployments(build_app({"profile": "local-cpu"}))
+    assert set(deps) == {"ingress", "router", "tier-fast", "tier-reasoning"}
+    for tier in config.tiers:
+        dep = deps[f"tier-{tier.name}"]
+        assert dep.max_ongoing_requests == tier.max_ongoing_requests
+        assert dep._deployment_config.max_queued_requests == tier.max_queued_requests
+        auto = dep._deployment_config.autoscaling_config
+        assert (auto.min_replicas, auto.max_replicas) == (tier.autoscaling.min_replicas,
+                                                          tier.autoscaling.max_replicas)
+    assert deps["ingress"].ray_actor_options["num_cpus"] == 0
+
+
+def test_llm_config_per_tier():
+    tier = load_config("local-cpu").tier("reasoning")
+    cfg = llm_config_for(tier)
+    assert cfg.model_id == "tiny-reasoning"
+    assert cfg.engine_kwargs["max_model_len"] == 4096
+    assert cfg.accelerator_config.kind == "cpu"
+    assert cfg.experimental_configs["stream_batching_interval_ms"] == 0
+    assert cfg.runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    gpu = llm_config_for(load_config("gpu").tier("reasoning"))
+    assert gpu.accelerator_config is None or gpu.accelerator_config.kind != "cpu"
