@@ -25,10 +25,6 @@ class AppArgs(BaseModel):
     profile: str = "local-cpu"
 
 
-def tier_deployment_name(tier: TierConfig) -> str:
-    return f"tier-{tier.name}"
-
-
 def llm_config_for(tier: TierConfig) -> LLMConfig:
     res = tier.resources
     env = {**OFFLINE_ENV, **tier.env} if res.accelerator == "cpu" else dict(tier.env)
@@ -65,7 +61,7 @@ def build_tier(tier: TierConfig) -> Application:
 
     return build_llm_deployment(
         llm_config_for(tier), deployment_cls=TierServer, bind_kwargs={"tier": tier},
-        override_serve_options={"name": tier_deployment_name(tier)},
+        override_serve_options={"name": tier.deployment_name},
     )
 
 

@@ -19,7 +19,7 @@ from app.http.errors import OpenAIError
 from app.protocol.internal import RouteDecision, TierCall, TierError
 from deployments.metrics import IngressMetrics
 
-logger = logging.getLogger("tierserve.dispatch")
+logger = logging.getLogger("ray.serve.tierserve.dispatch")
 
 
 @dataclass
@@ -54,10 +54,13 @@ class Dispatcher:
                 await asyncio.sleep(self._fallback.backoff_ms / 1000 * 2 ** (attempt - 2))
             gen = self._tiers[tier].generate.options(stream=True).remote(call)
             try:
-                first = await gen.__anext__()
+                first = await asyncio.wait_for(gen.__anext__(), self._fallback.first_token_timeout_s)
             except asyncio.CancelledError:
                 gen.cancel()
                 raise
+            except asyncio.TimeoutError:
+                gen.cancel()
+                cause = "timeout"
             except StopAsyncIteration:
                 cause = "empty"
             except BackPressureError:

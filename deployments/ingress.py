@@ -24,7 +24,7 @@ from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ModelC
 from deployments.dispatch import Dispatcher, Opened
 from deployments.metrics import IngressMetrics, reason_kind
 
-log = logging.getLogger("tierserve.requests")
+log = logging.getLogger("ray.serve.tierserve.requests")
 AUTO = "auto"
 _REQUEST_MODELS = {"chat": ChatCompletionRequest, "completion": CompletionRequest}
 

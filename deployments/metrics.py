@@ -8,7 +8,8 @@ No request ids, prompts or session ids.
 
 from __future__ import annotations
 
-from ray.util import metrics
+# Serve's wrappers add bounded deployment/replica/application labels.
+from ray.serve import metrics
 
 # Seconds. Spans CPU tiny models (ms) to GPU 8B models under load (tens of s).
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]

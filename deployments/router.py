@@ -1,10 +1,18 @@
-"""The router deployment: one decision per request, logged as one JSON line."""
+"""The router deployment: one decision per request, logged as one JSON line.
+
+Tier health comes from two sources: Serve's replica states, polled in the
+background (a tier with no running replica is skipped), and failures the
+ingress reports (a tier that failed before its first token cools down).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+
+from ray import serve
 
 from app.config.loader import REPO_ROOT
 from app.config.schema import TierserveConfig
@@ -14,7 +22,7 @@ from app.routing.pipeline import TierRouter
 from app.routing.scorer import ComplexityScorer
 from deployments.metrics import RouterMetrics, reason_kind
 
-log = logging.getLogger("tierserve.routing")
+log = logging.getLogger("ray.serve.tierserve.routing")
 
 
 def load_scorer(config: TierserveConfig) -> ComplexityScorer | None:
@@ -26,18 +34,47 @@ def load_scorer(config: TierserveConfig) -> ComplexityScorer | None:
     return LearnedScorer.load(REPO_ROOT / learned.artifact)
 
 
+def tiers_without_replicas(config: TierserveConfig, app_status) -> set[str]:
+    """Tiers that should have a replica but have none running (scale-to-zero ones don't count)."""
+    down = set()
+    for tier in config.tiers:
+        dep = app_status.deployments.get(tier.deployment_name) if app_status else None
+        if dep is None or tier.autoscaling.min_replicas < 1:
+            continue
+        if dep.replica_states.get("RUNNING", 0) == 0:
+            down.add(tier.name)
+    return down
+
+
 class Router:
-    def __init__(self, config: TierserveConfig) -> None:
+    async def __init__(self, config: TierserveConfig) -> None:
         aff = config.routing.affinity
         store = make_store(aff.store_url, aff.ttl_s, aff.max_sessions) if aff.enabled else None
+        self._config = config
         self._router = TierRouter(config, load_scorer(config), store)
         self._cooldown_s = max(1.0, config.routing.fallback.backoff_ms / 1000 * 20)
         self._unhealthy_until: dict[str, float] = {}
+        self._no_replicas: set[str] = set()
         self._metrics = RouterMetrics()
+        self._app_name = serve.get_replica_context().app_name
+        self._watcher = asyncio.create_task(self._watch_replicas())
+
+    async def _watch_replicas(self) -> None:
+        while True:
+            try:
+                status = await asyncio.to_thread(serve.status)
+                down = tiers_without_replicas(self._config, status.applications.get(self._app_name))
+                if down != self._no_replicas:
+                    log.warning(json.dumps({"event": "tier_replicas", "without_replicas": sorted(down)}))
+                self._no_replicas = down
+            except Exception as exc:  # the controller may be restarting; keep the last view
+                log.warning("could not read Serve status: %r", exc)
+            await asyncio.sleep(self._config.routing.fallback.health_poll_s)
 
     def _unavailable(self) -> frozenset[str]:
         now = time.monotonic()
-        return frozenset(t for t, until in self._unhealthy_until.items() if until > now)
+        cooling = {t for t, until in self._unhealthy_until.items() if until > now}
+        return frozenset(cooling | self._no_replicas)
 
     async def route(self, req: RouteRequest) -> RouteDecision:
         decision = await self._router.decide(req, self._unavailable())
@@ -45,9 +82,7 @@ class Router:
         self._metrics.decision_latency.observe(decision.decision_ms / 1000)
         if decision.affinity_hit:
             self._metrics.affinity_hits.inc(tags={"tier": decision.tier})
-        log.info(json.dumps({"event": "route", "request_id": req.request_id,
-                             **decision.model_dump(exclude={"fallbacks"}),
-                             "fallbacks": decision.fallbacks}))
+        log.info(json.dumps({"event": "route", "request_id": req.request_id, **decision.model_dump()}))
         return decision
 
     async def report_failure(self, tier: str, cause: str) -> None:

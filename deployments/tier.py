@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -25,9 +26,11 @@ from ray.serve.llm import LLMServer
 from app.config.schema import TierConfig
 from app.protocol.internal import TierCall, TierError, TierFinal
 
-logger = logging.getLogger("ray.serve")
+logger = logging.getLogger("ray.serve.tierserve.tier")
 
 _DONE = object()
+# Tokens a chat template may add around the messages (role markers, default system text).
+_TEMPLATE_MARGIN = 256
 
 
 def pin_engine_processes(cores: list[int]) -> list[int]:
@@ -133,8 +136,41 @@ class TierServer(LLMServer):
             return self.engine.chat(ChatCompletionRequest(**body), raw)
         return self.engine.completions(CompletionRequest(**body), raw)
 
+    def _prompt_tokens(self, call: TierCall) -> int:
+        """Count prompt tokens with the engine's own tokenizer and chat template."""
+        tokenizer = self.engine._engine_client.get_tokenizer()
+        if call.endpoint == "chat":
+            messages = [{**m, "content": _text(m.get("content"))} for m in call.body["messages"]]
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return len(tokenizer.encode(text, add_special_tokens=False))
+        prompt = call.body["prompt"]
+        return len(tokenizer.encode(prompt if isinstance(prompt, str) else prompt[0]))
+
+    async def _context_error(self, call: TierCall) -> TierError | None:
+        """OpenAI rejects prompt + max_tokens beyond the context; vLLM 0.32 silently clamps."""
+        body = call.body
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        if not max_tokens:
+            return None
+        limit = self._tier.max_model_len
+        # Byte-level tokenizers never make more tokens than bytes: short prompts skip tokenizing.
+        upper = len(json.dumps(body.get("messages") or body.get("prompt")).encode())
+        if upper + _TEMPLATE_MARGIN + max_tokens <= limit:
+            return None
+        prompt_tokens = self._prompt_tokens(call)
+        if prompt_tokens + max_tokens <= limit:
+            return None
+        return TierError(
+            message=(f"This model's maximum context length is {limit} tokens. However, you requested "
+                     f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, "
+                     f"{max_tokens} for the completion). Reduce the prompt or max_tokens."),
+            type="invalid_request_error", code=400, param="max_tokens")
+
     async def generate(self, call: TierCall) -> AsyncGenerator[Any, None]:
         """Yield `TierError`, `TierFinal`, or lists of SSE strings (streaming)."""
+        if (error := await self._context_error(call)) is not None:
+            yield error
+            return
         try:
             stream = self._engine_stream(call)
         except ValueError as exc:  # pydantic validation of vLLM's request model
@@ -149,6 +185,12 @@ class TierServer(LLMServer):
                 yield _to_final(batch[0])  # vLLM rejected the request before streaming
                 return
             yield batch
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(part.get("text") or "" for part in content if isinstance(part, dict))
+    return content or ""
 
 
 def _to_final(out: Any) -> TierError | TierFinal:

@@ -115,6 +115,25 @@ def test_client_request_id_is_echoed(tierserve_stack):
     assert resp.headers.get_list("x-request-id") == ["my-trace-123"]
 
 
+def test_one_json_log_line_per_request(tierserve_stack):
+    rid = f"log-check-{time.time_ns()}"
+    httpx.post(f"{tierserve_stack.base_url}/v1/chat/completions", headers={"x-request-id": rid},
+               json={"model": "auto", "max_tokens": 3, "messages": [{"role": "user", "content": "Hi"}]},
+               timeout=60)
+    deadline = time.monotonic() + 10
+    lines: list[dict] = []
+    while not lines and time.monotonic() < deadline:
+        for path in tierserve_stack.log_dir.glob("replica_tierserve_ingress_*.log"):
+            for line in path.read_text().splitlines():
+                if rid in line and '"event": "request"' in line:
+                    lines.append(json.loads(line[line.index("{"):]))
+        time.sleep(0.5)
+    assert len(lines) == 1
+    assert lines[0]["tier"] == "fast" and lines[0]["status"] == 200
+    assert lines[0]["completion_tokens"] == 3 and lines[0]["latency_ms"] > 0
+    assert "prompt" not in lines[0]  # no prompt text unless log_prompts is on
+
+
 @pytest.mark.parametrize("body, status, code", [
     (b"{not json", 400, "invalid_json"),
     (json.dumps({"model": "auto"}).encode(), 400, "invalid_request"),
@@ -153,24 +172,19 @@ def test_openai_sdk_raises_typed_errors(openai_client):
         openai_client.chat.completions.create(model="auto", messages=[])
 
 
-def _unfinished(stack) -> int:
-    return stack.handle("tier-fast").num_unfinished_requests.remote().result(timeout_s=30)
-
-
 def test_disconnect_mid_stream_aborts_the_generation(tierserve_stack):
-    body = {"model": "tiny-fast", "stream": True, "max_tokens": 2000, "ignore_eos": True,
+    tier = tierserve_stack.handle("tier-reasoning")
+    unfinished = lambda: tier.num_unfinished_requests.remote().result(timeout_s=30)  # noqa: E731
+    assert unfinished() == 0
+    body = {"model": "tiny-reasoning", "stream": True, "max_tokens": 4000, "ignore_eos": True,
             "messages": [{"role": "user", "content": "Tell me a long story."}]}
     with httpx.Client(timeout=60) as client:
         with client.stream("POST", f"{tierserve_stack.base_url}/v1/chat/completions", json=body) as resp:
             assert resp.status_code == 200
-            received = 0
-            for _ in resp.iter_bytes():
-                received += 1
-                if received >= 3:
-                    break
-            assert _unfinished(tierserve_stack) == 1
-    # Left alone, the rest of 2000 tokens would take several more seconds.
+            next(resp.iter_bytes())
+            assert unfinished() == 1
+    # Left alone, the rest of 4000 tokens would take many more seconds.
     deadline = time.monotonic() + 3
-    while _unfinished(tierserve_stack) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _unfinished(tierserve_stack) == 0
+    while unfinished() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert unfinished() == 0

@@ -72,6 +72,10 @@ class TierConfig(Strict):
     # Milliseconds between streamed chunks after the first (which goes at once).
     stream_coalesce_ms: float = Field(5, ge=0)
 
+    @property
+    def deployment_name(self) -> str:
+        return f"tier-{self.name}"
+
     @model_validator(mode="after")
     def _no_duplicate_len(self) -> "TierConfig":
         if "max_model_len" in self.engine_kwargs:
@@ -113,6 +117,9 @@ class FallbackConfig(Strict):
     enabled: bool = True
     max_attempts: int = Field(2, ge=1, le=5)
     backoff_ms: float = Field(50, ge=0)
+    # A tier that sends nothing within this is treated as failed (its queue may be stuck).
+    first_token_timeout_s: float = Field(60, gt=0)
+    health_poll_s: float = Field(2, gt=0)  # how often the router reads Serve's replica states
 
 
 class RoutingConfig(Strict):

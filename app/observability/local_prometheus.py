@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from app.local_cluster import LocalStack
 from app.observability.paths import RULES_FILE
 
 DISCOVERY_FILE = "prom_metrics_service_discovery.json"
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9090, help="Prometheus listen port on 127.0.0.1 (0 = free)")
     parser.add_argument("--metrics-port", type=int, action="append", default=[],
                         help="a Ray metrics export port (repeatable); default: discovered")
-    parser.add_argument("--ray-temp-dir", type=Path, default=Path("/tmp/ray"))
+    parser.add_argument("--ray-temp-dir", type=Path, default=Path(LocalStack().temp_dir))
     parser.add_argument("--ray-address", default=None, help="ask this cluster for ports if discovery finds none")
     parser.add_argument("--ray-dashboard", default="http://127.0.0.1:8265")
     parser.add_argument("--interval", default="5s")
@@ -193,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if not ports and args.ray_address:
         ports = ports_from_ray(args.ray_address)
     if not ports:
-        print(f"No Ray metrics ports found under {args.ray_temp_dir}; start Ray first "
-              "(e.g. `make up`) or pass --metrics-port.", file=sys.stderr)
+        print(f"No Ray metrics ports found under {args.ray_temp_dir}: start the Tierserve stack first, "
+              "or pass --ray-temp-dir (Ray's --temp-dir), --ray-address or --metrics-port.", file=sys.stderr)
         return 2
     prom = LocalPrometheus(ports, port=args.port or None, interval=args.interval)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -11,6 +11,7 @@ Prometheus read it as is, and the chart embeds its `groups` in a PrometheusRule.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
@@ -128,8 +129,9 @@ def alert_rules(slo: SLO) -> list[Rule]:
             f'tierserve_tier:ttft_seconds:p95_5m{{tier="{tier.name}"}} > {_num(tier.ttft_p95_seconds)}'
             f' and on (tier) tierserve_tier:requests:rate5m > {min_rps}',
             t("ttft", "for"), "warning",
-            f"p95 time to first token on tier {tier.name} is above {_num(tier.ttft_p95_seconds)}s",
-            "p95 TTFT at the ingress is {{ $value | humanizeDuration }} on tier {{ $labels.tier }}.",
+            f"p95 time to first token on tier {tier.name} is above its SLO",
+            "p95 TTFT at the ingress is {{ $value | humanizeDuration }} on tier {{ $labels.tier }} "
+            f"(SLO {_num(tier.ttft_p95_seconds)}s).",
             "Open the overview dashboard: if the tier's queue and KV cache are high, it needs replicas "
             "(check autoscaling target vs max); if not, look at GPU panels for a slow or stuck device.",
             {"tier": tier.name}))
@@ -138,7 +140,7 @@ def alert_rules(slo: SLO) -> list[Rule]:
         f"tierserve:error_ratio:rate5m > {_num(t('error_ratio', 'max'))}"
         f" and tierserve:error_ratio:rate1h > {_num(t('error_ratio', 'max'))}",
         t("error_ratio", "for"), "critical",
-        "More than {} of requests end in HTTP 5xx".format(_num(t("error_ratio", "max"))),
+        "Too many requests end in HTTP 5xx",
         "5xx ratio is {{ $value | humanizePercentage }} over 5m (and above the SLO over 1h).",
         "Split errors by tier and status on the dashboard; read the ingress JSON logs for the failing "
         "tier; check replica health and recent deploys (roll back if it started with one)."))
@@ -148,7 +150,8 @@ def alert_rules(slo: SLO) -> list[Rule]:
             f'tierserve_tier:queue_depth:sum{{tier="{tier.name}"}} > {_num(tier.max_queue_depth)}',
             t("queue", "for"), "warning",
             f"Requests are piling up in front of tier {tier.name}",
-            "{{ $value }} requests wait in the Serve handle queue or vLLM's scheduler for tier {{ $labels.tier }}.",
+            "{{ $value }} requests wait in the Serve handle queue or vLLM's scheduler for tier {{ $labels.tier }} "
+            f"(limit {_num(tier.max_queue_depth)}).",
             "Compare autoscaling target replicas with running replicas; if at max, raise max_replicas "
             "or shift traffic (router threshold); if replicas are pending, check GPU node capacity.",
             {"tier": tier.name}))
@@ -158,14 +161,14 @@ def alert_rules(slo: SLO) -> list[Rule]:
         t("kv_cache", "for"), "warning",
         "vLLM KV cache is nearly full on tier {{ $labels.tier }}",
         "Worst replica's KV cache usage is {{ $value | humanizePercentage }}; expect preemptions and rising TTFT.",
-        "Check preemptions and long prompts on the dashboard; add replicas, lower max_num_seqs, or "
-        "raise gpu_memory_utilization / max_model_len limits for the tier."))
+        "Check preemptions and long prompts on the dashboard; add replicas, lower max_num_seqs or "
+        "raise gpu_memory_utilization for the tier."))
     rules.append(_alert(
         "TierserveReplicaUnhealthy",
         f'count by (application, deployment) (ray_serve_deployment_replica_healthy{{application="{app}"}} == 0) > 0',
         t("unhealthy_replica", "for"), "warning",
-        "{{ $value }} replica(s) of {{ $labels.deployment }} fail health checks",
-        "Serve reports unhealthy replicas for deployment {{ $labels.deployment }}.",
+        "Replicas of deployment {{ $labels.deployment }} fail health checks",
+        "Serve reports {{ $value }} unhealthy replica(s) for deployment {{ $labels.deployment }}.",
         "Open the Ray dashboard's Serve page for the replica's logs; look for OOM, CUDA or engine "
         "errors; Serve restarts failed replicas, so a persistent alert means a crash loop."))
     rules.append(_alert(
@@ -184,8 +187,8 @@ def alert_rules(slo: SLO) -> list[Rule]:
             f" / on () tierserve:requests:rate{win} < {share}"
             f" and on () tierserve:requests:rate{win} > {min_rps}",
             t("no_traffic", "for"), "warning",
-            f"Tier {tier.name} gets less than {share} of traffic",
-            f"Tier {tier.name} served {{{{ $value | humanizePercentage }}}} of requests over {win}.",
+            f"Tier {tier.name} gets less than its minimum share of traffic",
+            f"Tier {tier.name} served {{{{ $value | humanizePercentage }}}} of requests over {win} (floor {share}).",
             "Look at the routing-mix and reason panels: a mis-calibrated threshold, a broken rule, "
             "a failing tier (check fallbacks) or a client pinning `model` can starve a tier.",
             {"tier": tier.name}))
@@ -223,6 +226,9 @@ def render_rules(slo: SLO) -> str:
     return HEADER + yaml.safe_dump(build_rules(slo), sort_keys=False, width=1000)
 
 
+_TEMPLATE_LABEL = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
+
+
 def alerts_markdown(slo: SLO) -> str:
     """One row per alert name, for the README's Observability section."""
     rows = ["| Alert | Severity | Meaning | First response |", "| --- | --- | --- | --- |"]
@@ -232,7 +238,10 @@ def alerts_markdown(slo: SLO) -> str:
             continue
         seen.add(rule["alert"])
         ann = rule["annotations"]
-        rows.append(f"| `{rule['alert']}` | {rule['labels']['severity']} | {ann['summary']} | {ann['first_response']} |")
+        meaning = _TEMPLATE_LABEL.sub(r"<\1>", ann["summary"])
+        if "tier" in rule["labels"]:
+            meaning = re.sub(rf"\b{re.escape(rule['labels']['tier'])}\b", "<tier>", meaning) + " (per tier)"
+        rows.append(f"| `{rule['alert']}` | {rule['labels']['severity']} | {meaning} | {ann['first_response']} |")
     return "\n".join(rows) + "\n"
 
 

@@ -47,7 +47,8 @@ def render_snapshot(base_url: str, out: Path, minutes: int = 15, step_s: int = 5
         ax.set_title(title)
         ax.set_xlabel("seconds")
         ax.set_ylabel(unit)
-        ax.legend(loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left")
     fig.suptitle("Tierserve: recording rules from a live Prometheus scraping Ray")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -1,0 +1,1 @@
+"""Load tests for Tierserve: locust scenarios, the headless runner, summaries, plots, benchmarks."""

@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers: overhead vs bare vLLM, router decision cost, cold start."""

@@ -1,0 +1,135 @@
+"""The three things the overhead benchmark measures, started side by side.
+
+(a) bare vLLM's OpenAI server, (b) ray.serve.llm's `build_openai_app` with its
+defaults, (c) the Tierserve graph. All serve the same tiny model with the same
+engine settings as the `fast` tier of the chosen profile.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.config.loader import REPO_ROOT
+from app.config.schema import TierConfig, TierserveConfig
+from app.serve_config import OFFLINE_ENV
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    chat_url: str
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> float:
+    """Poll `url` until it answers 200; returns the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready in {timeout_s:.0f}s")
+
+
+def pin_tree(pid: int, cores: list[int]) -> list[int]:
+    """Pin every child of `pid` (vLLM's EngineCore and worker) and their threads."""
+    pinned = []
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            proc.cpu_affinity(cores)
+            for thread in proc.threads():  # started threads keep their own mask
+                os.sched_setaffinity(thread.id, cores)
+            pinned.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return pinned
+
+
+def model_path(tier: TierConfig) -> str:
+    path = Path(tier.model_source)
+    return str(REPO_ROOT / path) if (REPO_ROOT / path).exists() else tier.model_source
+
+
+def bare_vllm_command(tier: TierConfig, port: int) -> list[str]:
+    kwargs = {**tier.engine_kwargs, "max_model_len": tier.max_model_len}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+           "--model", model_path(tier),
+           "--served-model-name", tier.served_model_name,
+           "--host", "127.0.0.1", "--port", str(port)]
+    for key, value in kwargs.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            cmd.append(flag)
+        elif value is not False:
+            cmd += [flag, str(value)]
+    return cmd
+
+
+def start_bare(tier: TierConfig, port: int, env: dict[str, str], log: Path,
+               timeout_s: float = 300) -> tuple[subprocess.Popen, float]:
+    """Start the bare server; returns it and its seconds to ready (the cold start)."""
+    start = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(bare_vllm_command(tier, port), env={**env, **tier.env},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", timeout_s, proc)
+    except BaseException:
+        stop_bare(proc)
+        raise
+    if tier.resources.cpu_cores:  # the same pinning TierServer applies to its engine
+        pin_tree(proc.pid, tier.resources.cpu_cores)
+    return proc, time.monotonic() - start
+
+
+def stop_bare(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)  # its own session: the engine's children go too
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def single_tier_config(config: TierserveConfig, tier_name: str) -> TierserveConfig:
+    """The same profile with only `tier_name` deployed; routing points at it.
+
+    The measured path (proxy -> ingress -> router -> tier) is unchanged; the
+    other tier's engine would only add ~3 GB and an idle process.
+    """
+    data = config.model_dump()
+    data["tiers"] = [t for t in data["tiers"] if t["name"] == tier_name]
+    routing = data["routing"]
+    for key in ("default_tier", "weak_tier", "strong_tier"):
+        routing[key] = tier_name
+    for rule in routing["rules"]:
+        rule["tier"] = tier_name
+    return TierserveConfig.model_validate(data)
+
+
+def rayllm_config(tier: TierConfig) -> Any:
+    """ray.serve.llm defaults, except what CPU needs: the engine settings of the tier."""
+    from ray.serve.llm import LLMConfig
+
+    return LLMConfig(
+        model_loading_config={"model_id": tier.served_model_name,
+                              "model_source": model_path(tier)},
+        engine_kwargs={**tier.engine_kwargs, "max_model_len": tier.max_model_len},
+        runtime_env={"env_vars": {**OFFLINE_ENV, **tier.env}},
+        accelerator_config={"kind": "cpu"},  # the default waits for a GPU forever
+    )

@@ -1,0 +1,156 @@
+"""`tierserve loadtest [SCENARIO|matrix]` and `tierserve bench {overhead,router,cold-start}`.
+
+Imported by app/cli.py through `add_loadtest_commands`; heavy imports wait for the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from loadtests.scenario import SCENARIOS, require_loopback, scenario
+
+DEFAULT_BASE_URL = os.environ.get("TIERSERVE_BASE_URL", "http://127.0.0.1:8000")
+RESULTS = Path("results")
+
+
+def _csv_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _scenario_from(args: argparse.Namespace):
+    name = "mixed" if args.scenario == "matrix" else args.scenario
+    return scenario(name, duration_s=args.duration, users=args.users, hard_share=args.hard_share,
+                    max_tokens=args.max_tokens, stream=args.stream, session_turns=args.session_turns,
+                    rate_rps=args.rate, steps=_csv_ints(args.steps) if args.steps else None,
+                    step_s=args.step_s, model=args.model)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from loadtests.runner import results_dir, run_scenario
+
+    try:
+        base_url = require_loopback(args.base_url)
+    except ValueError as exc:
+        print(f"tierserve: {exc}")
+        return 2
+    if args.api_key:
+        os.environ["TIERSERVE_API_KEY"] = args.api_key
+    prompts = Path(args.prompts) if args.prompts else None
+    chosen = _scenario_from(args)
+    if args.scenario == "matrix":
+        from loadtests.matrix import run_matrix
+
+        out = results_dir(Path(args.out), "matrix")
+        payloads = [p for p in args.payloads.split(",") if p]
+        rows = run_matrix(chosen, base_url, out, _csv_ints(args.concurrency), payloads, prompts)
+        print((out / "matrix.md").read_text())
+        print(f"results in {out}")
+        return 0 if all(r["errors"] == 0 for r in rows) else 1
+    out = results_dir(Path(args.out), chosen.name)
+    print(f"running {chosen.name} against {base_url} for {chosen.total_s:.0f}s ...", flush=True)
+    summary = run_scenario(chosen, base_url, out, prompts)
+    print(json.dumps({k: summary[k] for k in ("requests", "ok", "rps", "latency_ms", "ttft_ms",
+                                               "errors_by_status", "tier_mix")}, indent=2))
+    print(f"results in {out}")
+    return 0 if summary["ok"] > 0 else 1
+
+
+def _bench_plan(args: argparse.Namespace):
+    from loadtests.bench.overhead import OverheadPlan
+
+    plan = OverheadPlan(profile=args.profile, tier=args.tier, full_graph=args.full_graph,
+                        serve_port=args.serve_port, bare_port=args.bare_port, temp_dir=args.temp_dir)
+    if hasattr(args, "concurrency"):
+        plan = replace(plan, concurrencies=_csv_ints(args.concurrency), passes=args.passes,
+                       max_tokens=args.max_tokens, targets=args.targets.split(","))
+    return plan
+
+
+def cmd_bench_overhead(args: argparse.Namespace) -> int:
+    from loadtests.bench.overhead import run_overhead
+
+    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-overhead"
+    report = run_overhead(_bench_plan(args), out)
+    print((out / "overhead.md").read_text())
+    print(f"results in {out}")
+    return 0 if all(f["errors"] == 0 for by_c in report["results"].values() for f in by_c.values()) else 1
+
+
+def cmd_bench_router(args: argparse.Namespace) -> int:
+    from loadtests.bench.router import router_markdown, run_router_bench
+
+    results = run_router_bench(args.profile, args.n)
+    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-router"
+    out.mkdir(parents=True)
+    (out / "router.json").write_text(json.dumps(results, indent=2))
+    (out / "router.md").write_text(router_markdown(results))
+    print(router_markdown(results))
+    print(f"results in {out}")
+    return 0
+
+
+def cmd_bench_cold_start(args: argparse.Namespace) -> int:
+    from loadtests.bench.coldstart import run_cold_start
+
+    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-cold-start"
+    cold = run_cold_start(_bench_plan(args), out)
+    (out / "cold_start.json").write_text(json.dumps(cold, indent=2))
+    for name, seconds in cold.items():
+        print(f"{name:<16} {seconds:6.1f} s to ready")
+    print(f"results in {out}")
+    return 0
+
+
+def _add_stack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="local-cpu")
+    p.add_argument("--tier", default="fast", help="the tier whose model every target serves")
+    p.add_argument("--full-graph", action="store_true", help="deploy every tier, not only --tier")
+    p.add_argument("--serve-port", type=int, default=8100, help="Serve HTTP port of the bench's own Ray")
+    p.add_argument("--bare-port", type=int, default=8101)
+    p.add_argument("--temp-dir", default="/tmp/ts-bench")
+    p.add_argument("--out", default=str(RESULTS))
+
+
+def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
+    lt = sub.add_parser("loadtest", help="run a locust scenario headless against the local stack")
+    lt.add_argument("scenario", nargs="?", default="mixed", choices=[*SCENARIOS, "matrix"])
+    lt.add_argument("--base-url", default=DEFAULT_BASE_URL, help="loopback only")
+    lt.add_argument("--api-key", default=None, help="default: $TIERSERVE_API_KEY")
+    lt.add_argument("--prompts", default=None, help="JSONL prompt file (default loadtests/prompts.jsonl)")
+    lt.add_argument("--duration", type=float, default=None, help="seconds (per cell for matrix)")
+    lt.add_argument("--users", type=int, default=None)
+    lt.add_argument("--rate", type=float, default=None, help="total requests/s (fixed-rate)")
+    lt.add_argument("--steps", default=None, help="users per step, e.g. 1,2,4,8 (ramp)")
+    lt.add_argument("--step-s", type=float, default=None)
+    lt.add_argument("--hard-share", type=float, default=None)
+    lt.add_argument("--max-tokens", type=int, default=None)
+    lt.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None)
+    lt.add_argument("--session-turns", type=int, default=None)
+    lt.add_argument("--model", default=None)
+    lt.add_argument("--concurrency", default="1,2,4,8,16", help="matrix: users per cell")
+    lt.add_argument("--payloads", default="short,long", help="matrix: short (64 tok), long (256 tok)")
+    lt.add_argument("--out", default=str(RESULTS))
+    lt.set_defaults(func=cmd_loadtest)
+
+    bench = sub.add_parser("bench", help="benchmarks that print numbers").add_subparsers(
+        dest="bench_cmd", required=True)
+    ov = bench.add_parser("overhead", help="Tierserve and ray.serve.llm vs bare vLLM, one run")
+    _add_stack_options(ov)
+    ov.add_argument("--concurrency", default="1,8,32")
+    ov.add_argument("--passes", type=int, default=3)
+    ov.add_argument("--max-tokens", type=int, default=64)
+    ov.add_argument("--targets", default="bare-vllm,ray-serve-llm,tierserve")
+    ov.set_defaults(func=cmd_bench_overhead)
+    rt = bench.add_parser("router", help="router decision latency (in process)")
+    rt.add_argument("--profile", default="local-cpu")
+    rt.add_argument("-n", type=int, default=2000)
+    rt.add_argument("--out", default=str(RESULTS))
+    rt.set_defaults(func=cmd_bench_router)
+    cs = bench.add_parser("cold-start", help="deploy-to-ready: one tier vs bare vLLM")
+    _add_stack_options(cs)
+    cs.set_defaults(func=cmd_bench_cold_start)
