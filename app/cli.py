@@ -67,6 +67,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from app import local_cluster as lc
+
+    stack = lc.LocalStack(serve_port=args.port)
+    try:
+        ready = lc.wait_ready(stack.base_url, timeout_s=5)
+    except TimeoutError as exc:
+        ready = {"ready": False, "error": str(exc)}
+    print(json.dumps({"url": stack.base_url, **ready, "memory": lc.stack_memory_mb(stack)}, indent=2))
+    return 0 if ready.get("ready") else 1
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     from app import local_cluster as lc
 
@@ -97,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--timeout", type=float, default=900)
     up.set_defaults(func=cmd_up)
+    status = sub.add_parser("status", help="readiness and memory of the local stack")
+    status.add_argument("--port", type=int, default=8000)
+    status.set_defaults(func=cmd_status)
     down = sub.add_parser("down", help="stop the local stack")
     down.set_defaults(func=cmd_down)
 

@@ -94,3 +94,34 @@ def stop(stack: LocalStack) -> None:
     subprocess.run([_bin("serve"), "shutdown", "-y", "--address", stack.dashboard_url],
                    env=engine_env(), check=False)
     subprocess.run([_bin("ray"), "stop"], env=engine_env(), check=False)
+
+
+def stack_processes(stack: LocalStack) -> list:
+    """Every process of the local stack: Ray's daemons (found by temp dir) and their descendants."""
+    import psutil
+
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if stack.temp_dir in cmd:
+            roots.append(proc)
+    seen = {}
+    for root in roots:
+        for proc in [root, *root.children(recursive=True)]:
+            seen[proc.pid] = proc
+    return list(seen.values())
+
+
+def stack_memory_mb(stack: LocalStack) -> dict[str, float]:
+    """RSS (double-counts shared pages) and PSS (shares split) of the whole stack, in MB."""
+    import psutil
+
+    rss = pss = 0
+    for proc in stack_processes(stack):
+        try:
+            info = proc.memory_full_info()
+        except psutil.Error:
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return {"processes": len(stack_processes(stack)), "rss_mb": rss / 2**20, "pss_mb": pss / 2**20}

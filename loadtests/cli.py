@@ -64,10 +64,12 @@ def _bench_plan(args: argparse.Namespace):
     from loadtests.bench.overhead import OverheadPlan
 
     plan = OverheadPlan(profile=args.profile, tier=args.tier, full_graph=args.full_graph,
-                        serve_port=args.serve_port, bare_port=args.bare_port, temp_dir=args.temp_dir)
+                        serve_port=args.serve_port, bare_port=args.bare_port, temp_dir=args.temp_dir,
+                        graph_builder=args.graph_builder)
     if hasattr(args, "concurrency"):
         plan = replace(plan, concurrencies=_csv_ints(args.concurrency), passes=args.passes,
-                       max_tokens=args.max_tokens, targets=args.targets.split(","))
+                       max_tokens=args.max_tokens, targets=args.targets.split(","),
+                       breakdown=args.breakdown, pinned_variant=args.pinned_variant)
     return plan
 
 
@@ -113,6 +115,8 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--serve-port", type=int, default=8100, help="Serve HTTP port of the bench's own Ray")
     p.add_argument("--bare-port", type=int, default=8101)
     p.add_argument("--temp-dir", default="/tmp/ts-bench")
+    p.add_argument("--graph-builder", default="app.graph:build_graph",
+                   help="module:function(config) building the Tierserve graph to measure")
     p.add_argument("--out", default=str(RESULTS))
 
 
@@ -145,6 +149,10 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     ov.add_argument("--passes", type=int, default=3)
     ov.add_argument("--max-tokens", type=int, default=64)
     ov.add_argument("--targets", default="bare-vllm,ray-serve-llm,tierserve")
+    ov.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
+                    help="time each hop after the passes")
+    ov.add_argument("--pinned-variant", action=argparse.BooleanOptionalAction, default=True,
+                    help="re-measure with the HTTP front ends pinned off the engine's core")
     ov.set_defaults(func=cmd_bench_overhead)
     rt = bench.add_parser("router", help="router decision latency (in process)")
     rt.add_argument("--profile", default="local-cpu")

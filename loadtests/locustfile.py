@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from locust import HttpUser, LoadTestShape, events, task
+from locust import HttpUser, LoadTestShape, constant_throughput, task
 
 from loadtests.prompts import DEFAULT_PROMPTS, PROMPTS_ENV, PromptBank
 from loadtests.records import RECORDS_ENV, RecordWriter, RequestRecord
@@ -45,8 +45,8 @@ class ChatUser(HttpUser):
     scenario = SCENARIO
 
     def wait_time(self) -> float:
-        if self.scenario.rate_rps:  # each user's share of the total rate
-            return self.scenario.users / self.scenario.rate_rps
+        if self.scenario.rate_rps:  # each user keeps its share of the total rate, net of request time
+            return constant_throughput(self.scenario.rate_rps / self.scenario.users)(self)
         return 0.0
 
     def on_start(self) -> None:
@@ -90,6 +90,8 @@ class ChatUser(HttpUser):
                 data = resp.json()
                 tokens = (data.get("usage") or {}).get("completion_tokens", 0)
                 reply = data["choices"][0]["message"].get("content") or ""
+            # Locust times a streamed request to its headers; report the whole stream instead.
+            resp.request_meta["response_time"] = (time.perf_counter() - t0) * 1000
         latency_ms = (time.perf_counter() - t0) * 1000
         if s.session_turns and status == 200:
             self.history.append({"role": "assistant", "content": reply[:500]})

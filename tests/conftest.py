@@ -3,6 +3,7 @@ started once per test session on its own ports and temp dir, and only it is stop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.local_cluster import engine_env
+from app.local_cluster import LocalStack, engine_env, stack_processes
 
 # Before anything imports ray: it reads RAY_AUTH_MODE and friends once, at import.
 os.environ.update(engine_env())
@@ -78,14 +79,14 @@ def tierserve_stack():
             pytest.fail("tiny models missing: run `make setup` (tierserve models make-tiny)")
     temp_dir = tempfile.mkdtemp(prefix="tsr-", dir="/tmp")  # short: Ray's unix sockets
     dash_port, metrics_port, http_port = free_port(), free_port(), free_port()
-    ray.init(address="local", num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=dash_port, _temp_dir=temp_dir, _metrics_export_port=metrics_port,
-             log_to_driver=False)
-    dashboard_url = f"http://127.0.0.1:{dash_port}"
-    cfg_path = Path(temp_dir) / "serve_config.yaml"
-    cfg_path.write_text(yaml.safe_dump(
-        render_serve_config(load_config("local-cpu"), http_port=http_port), sort_keys=False))
     try:
+        ray.init(address="local", num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=dash_port, _temp_dir=temp_dir, _metrics_export_port=metrics_port,
+                 log_to_driver=False)
+        dashboard_url = f"http://127.0.0.1:{dash_port}"
+        cfg_path = Path(temp_dir) / "serve_config.yaml"
+        cfg_path.write_text(yaml.safe_dump(
+            render_serve_config(load_config("local-cpu"), http_port=http_port), sort_keys=False))
         deploy = subprocess.run(
             [str(Path(sys.executable).with_name("serve")), "deploy", str(cfg_path),
              "--address", dashboard_url],
@@ -98,10 +99,16 @@ def tierserve_stack():
                     serve_config_path=cfg_path, deploy_output=deploy.stdout + deploy.stderr,
                     log_dir=Path(temp_dir) / "session_latest" / "logs" / "serve")
     finally:
+        # Everything this cluster started (vLLM engines included), to reap any straggler.
+        ours = stack_processes(LocalStack(temp_dir=temp_dir))
         try:
-            serve.shutdown()
+            if ray.is_initialized():
+                serve.shutdown()
         finally:
             ray.shutdown()
+            for proc in ours:
+                with contextlib.suppress(Exception):
+                    proc.kill()
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 

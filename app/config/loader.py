@@ -67,6 +67,15 @@ def _resolve_paths(data: dict[str, Any]) -> None:
                 tier["model_source"] = str((REPO_ROOT / rel).resolve())
 
 
+def _sets(data: Any, loc: tuple) -> bool:
+    """Whether `data` itself defines the value at `loc` (or the innermost mapping above it)."""
+    for key in loc:
+        if not isinstance(data, dict) or key not in data:
+            return False
+        data = data[key]
+    return True
+
+
 def load_config(profile: str, root: Path | None = None) -> TierserveConfig:
     """Load and validate one profile; raise ConfigError naming the file and field."""
     root = root or config_dir()
@@ -88,8 +97,8 @@ def load_config(profile: str, root: Path | None = None) -> TierserveConfig:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             top = str(err["loc"][0]) if err["loc"] else ""
-            # A key the profile overrides is blamed on the profile.
-            in_profile = top not in sources or top in prof
+            # A key the profile sets is blamed on the profile, the rest on the shared file.
+            in_profile = top not in sources or _sets(prof, err["loc"])
             path = profile_path if in_profile else sources[top]
             lines.append(f"{path}: {loc or '(top level)'}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from app.protocol.internal import RouteRequest
 
-_CODE = re.compile(r"```|^\s*(def|class|function|public|#include|import)\b|[{};]\s*$", re.M)
+_CODE_STARTS = ("def ", "class ", "function ", "public ", "#include", "import ", "fn ", "func ")
+_CODE_ENDS = ("{", "}", ";")
+
+
+def looks_like_code(text: str) -> bool:
+    """A code fence, or a line that starts or ends like code. Plain loops beat a regex here."""
+    if "```" in text:
+        return True
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.endswith(_CODE_ENDS) or stripped.startswith(_CODE_STARTS):
+            return True
+    return False
 
 
 def estimate_tokens(text: str) -> int:
@@ -18,6 +29,7 @@ def estimate_tokens(text: str) -> int:
 @dataclass(frozen=True, slots=True)
 class RequestFeatures:
     text: str
+    lower: str
     prompt_tokens: int
     turns: int
     has_code: bool
@@ -28,9 +40,10 @@ class RequestFeatures:
     def of(cls, req: RouteRequest) -> "RequestFeatures":
         return cls(
             text=req.prompt_text,
+            lower=req.prompt_text.lower(),
             prompt_tokens=estimate_tokens(req.prompt_text),
             turns=req.turns,
-            has_code=bool(_CODE.search(req.prompt_text)),
+            has_code=looks_like_code(req.prompt_text),
             reasoning_effort=req.reasoning_effort,
             max_tokens=req.max_tokens,
         )

@@ -14,5 +14,5 @@ from loadtests.bench.overhead import BARE, TIERSERVE, OverheadPlan, running_targ
 def run_cold_start(plan: OverheadPlan, log_dir: Path, targets: list[str] | None = None) -> dict[str, float]:
     log_dir.mkdir(parents=True, exist_ok=True)
     plan = replace(plan, targets=targets or [BARE, TIERSERVE])
-    with running_targets(plan, log_dir) as (_, cold):
-        return dict(cold)
+    with running_targets(plan, log_dir) as run:
+        return dict(run.cold_start_s)

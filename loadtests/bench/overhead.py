@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import signal
 import socket
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,6 +41,11 @@ class OverheadPlan:
     max_tokens: int = 64
     targets: list[str] = field(default_factory=lambda: [BARE, RAYLLM, TIERSERVE])
     full_graph: bool = False  # deploy every tier of the profile, not only `tier`
+    # "module:function(config) -> Application"; lets a prototype graph be measured the same way.
+    graph_builder: str = "app.graph:build_graph"
+    breakdown: bool = True  # hop-by-hop timings after the main passes
+    # Re-measure bare and Tierserve with their HTTP front ends pinned off the engine's core.
+    pinned_variant: bool = True
     serve_port: int = 8100
     bare_port: int = 8101
     temp_dir: str = "/tmp/ts-bench"
@@ -52,9 +60,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Running:
+    targets: dict[str, tg.Target]
+    cold_start_s: dict[str, float]
+    bare_pid: int | None
+
+
 @contextlib.contextmanager
-def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[tuple[dict[str, tg.Target], dict[str, float]]]:
-    """Start the chosen targets one after another; yields them and their cold starts (s)."""
+def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[Running]:
+    """Start the chosen targets one after another, timing each start (its cold start)."""
     from app.local_cluster import engine_env
 
     env = engine_env()
@@ -76,13 +91,13 @@ def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[tuple[dict[st
             ray_up = True
         base = f"http://127.0.0.1:{plan.serve_port}"
         if TIERSERVE in plan.targets:
-            cold[TIERSERVE] = _deploy_tierserve(config if plan.full_graph else
+            cold[TIERSERVE] = _deploy_tierserve(plan.graph_builder, config if plan.full_graph else
                                                 tg.single_tier_config(config, plan.tier), base)
             found[TIERSERVE] = tg.Target(TIERSERVE, f"{base}/v1/chat/completions")
         if RAYLLM in plan.targets:
             cold[RAYLLM] = _deploy_rayllm(tier, base)
             found[RAYLLM] = tg.Target(RAYLLM, f"{base}/rayllm/v1/chat/completions")
-        yield found, cold
+        yield Running(found, cold, bare.pid if bare is not None else None)
     finally:
         if ray_up:
             import ray
@@ -107,11 +122,13 @@ def _start_serve(plan: OverheadPlan) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": plan.serve_port})
 
 
-def _deploy_tierserve(config: Any, base: str) -> float:
+def _deploy_tierserve(builder: str, config: Any, base: str) -> float:
+    import importlib
+
     from ray import serve
 
-    from app.graph import build_graph
-
+    module, func = builder.split(":")
+    build_graph = getattr(importlib.import_module(module), func)
     start = time.monotonic()
     serve.run(build_graph(config), name="tierserve", route_prefix="/")
     tg.wait_http(f"{base}/readyz", 600)  # ready = every tier answered a warm-up
@@ -186,14 +203,15 @@ def _fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def markdown(report: dict[str, Any]) -> str:
-    plan, results, cmp = report["plan"], report["results"], report["comparison"]
-    lines = [f"Streaming chat, {plan['prompt_words']}-word prompt, {plan['max_tokens']} output tokens "
-             f"(ignore_eos), median of {plan['passes']} interleaved passes; model "
-             f"`{report['served_model']}`; machine: {report['machine']}.", "",
-             "| concurrency | target | TTFT p50 | TTFT p99 | ITL p50 | req/s | tok/s | TTFT Δ vs bare | req/s vs bare |",
+def _loads(report: dict[str, Any]) -> str:
+    load = report.get("loadavg_1m") or {}
+    return f"{load.get('before', 0):.1f} → {load.get('after', 0):.1f}"
+
+
+def _table(results: dict[str, Any], cmp: dict[str, Any], concurrencies: list[int]) -> list[str]:
+    lines = ["| concurrency | target | TTFT p50 | TTFT p99 | ITL p50 | req/s | tok/s | TTFT Δ vs bare | req/s vs bare |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for conc in map(str, plan["concurrencies"]):
+    for conc in map(str, concurrencies):
         for name, by_c in results.items():
             fig = by_c.get(conc)
             if fig is None:
@@ -204,9 +222,20 @@ def markdown(report: dict[str, Any]) -> str:
                 f" | {_fmt(fig['itl_p50_ms'], '.2f')} ms | {_fmt(fig['req_per_s'], '.2f')} | {_fmt(fig['tok_per_s'], '.0f')}"
                 f" | {_fmt(rel.get('ttft_p50_delta_ms'), '+.1f') + ' ms' if rel else '–'}"
                 f" | {_fmt(rel.get('req_per_s_ratio'), '.2f') + '×' if rel else '–'} |")
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    plan, results, cmp = report["plan"], report["results"], report["comparison"]
+    lines = [f"Streaming chat, {plan['prompt_words']}-word prompt, {plan['max_tokens']} output tokens "
+             f"(ignore_eos), median of {plan['passes']} interleaved passes; model "
+             f"`{report['served_model']}`; machine: {report['machine']}; "
+             f"1-min load average {_loads(report)}.", "",
+             *_table(results, cmp, plan["concurrencies"])]
     if report.get("cold_start_s"):
         lines += ["", "Cold start (deploy → ready, started one after another): " + ", ".join(
             f"{k} {v:.1f} s" for k, v in report["cold_start_s"].items())]
+    lines.append("")
     if "target_ttft_overhead_c1" in cmp:
         t = cmp["target_ttft_overhead_c1"]
         lines.append(f"- Tierserve TTFT p50 overhead at concurrency 1: {t['measured_ms']:+.1f} ms "
@@ -215,6 +244,18 @@ def markdown(report: dict[str, Any]) -> str:
         t = cmp["target_throughput_c32"]
         lines.append(f"- Tierserve tok/s at concurrency 32: {t['measured']:.0%} of bare "
                      f"(target ≥ {t['limit']:.0%}): {'met' if t['met'] else 'missed'}")
+    if report.get("breakdown_ms"):
+        lines += ["", "Hop breakdown at concurrency 1 (medians, ms): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in report["breakdown_ms"].items())]
+    if report.get("cpu_s_per_pass"):
+        lines += ["", f"CPU seconds per pass at concurrency {plan['concurrencies'][-1]}, by process:"]
+        lines += [f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
+                  for name, split in report["cpu_s_per_pass"].items()]
+    if report.get("pinned_front_ends"):
+        pf = report["pinned_front_ends"]
+        lines += ["", f"With Serve's proxy/replicas and bare vLLM's API process pinned to cores {pf['cores']}:",
+                  "", *_table(pf["results"], pf["comparison"], sorted(int(c) for c in
+                                                                      next(iter(pf["results"].values()))))]
     return "\n".join(lines) + "\n"
 
 
@@ -230,18 +271,62 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU"
 
 
+def _diagnose(plan: OverheadPlan, run: Running, served: str) -> dict[str, Any]:
+    """Hop breakdown, then the pinned-front-ends variant (bare and Tierserve only)."""
+    from loadtests.bench import breakdown as bd
+    from app.config.loader import load_config
+
+    if not {BARE, TIERSERVE} <= set(run.targets):
+        return {}
+    out: dict[str, Any] = {}
+    serve_base = f"http://127.0.0.1:{plan.serve_port}"
+    bare_base = f"http://127.0.0.1:{plan.bare_port}"
+    if plan.breakdown:
+        out["breakdown_ms"] = bd.hop_breakdown(serve_base, bare_base, served, f"tier-{plan.tier}",
+                                               prompt(plan.prompt_words))
+        print(f"breakdown: {out['breakdown_ms']}", flush=True)
+    if plan.breakdown:
+        conc = plan.concurrencies[-1]
+        body = chat_body(served, prompt(plan.prompt_words), plan.max_tokens)
+        pids = {BARE: [run.bare_pid], TIERSERVE: bd.serve_pids()}
+        out["cpu_s_per_pass"] = {
+            name: bd.cpu_split(pids[name], lambda name=name: asyncio.run(
+                run_pass(run.targets[name].chat_url, body, conc, plan.requests_for(conc))))
+            for name in (BARE, TIERSERVE)}
+        print(f"cpu split at c={conc}: {out['cpu_s_per_pass']}", flush=True)
+    engine_cores = load_config(plan.profile).tier(plan.tier).resources.cpu_cores
+    free = sorted(set(range(os.cpu_count() or 1)) - set(engine_cores))
+    if plan.pinned_variant and engine_cores and free and run.bare_pid:
+        pinned = bd.pin_front_ends(free, (run.bare_pid,))
+        variant = replace(plan, targets=[BARE, TIERSERVE], concurrencies=[plan.concurrencies[0],
+                                                                           plan.concurrencies[-1]])
+        results = measure(variant, run.targets, served)
+        out["pinned_front_ends"] = {"cores": free, "pids": pinned, "results": results,
+                                    "comparison": compare(results)}
+    return out
+
+
 def run_overhead(plan: OverheadPlan, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     from app.config.loader import load_config
 
     served = load_config(plan.profile).tier(plan.tier).served_model_name
     started = time.time()
-    with running_targets(plan, out_dir) as (found, cold):
-        print(f"targets ready: { {k: round(v, 1) for k, v in cold.items()} }", flush=True)
-        results = measure(plan, found, served)
+    load_before = os.getloadavg()
+    # A plain `kill` must still stop the bench's Ray and bare server (finally blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    extra: dict[str, Any] = {}
+    with running_targets(plan, out_dir) as run:
+        print(f"targets ready: { {k: round(v, 1) for k, v in run.cold_start_s.items()} }", flush=True)
+        results = measure(plan, run.targets, served)
+        extra = _diagnose(plan, run, served)
     report = {"plan": asdict(plan), "served_model": served, "machine": machine(),
               "started_at": started, "duration_s": time.time() - started,
-              "cold_start_s": cold, "results": results, "comparison": compare(results)}
+              # Other work on the machine shows here; the interleaved passes share it.
+              "loadavg_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
+              "cold_start_s": run.cold_start_s, "results": results, "comparison": compare(results),
+              **extra}
     (out_dir / "overhead.json").write_text(json.dumps(report, indent=2))
     (out_dir / "overhead.md").write_text(markdown(report))
     return report

@@ -45,18 +45,20 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
     raise TimeoutError(f"{url} not ready in {timeout_s:.0f}s")
 
 
+def pin_process(proc: psutil.Process, cores: list[int]) -> bool:
+    """Pin one process and every thread it already started (they keep their own mask)."""
+    try:
+        proc.cpu_affinity(cores)
+        for thread in proc.threads():
+            os.sched_setaffinity(thread.id, cores)
+    except (psutil.Error, OSError):
+        return False
+    return True
+
+
 def pin_tree(pid: int, cores: list[int]) -> list[int]:
-    """Pin every child of `pid` (vLLM's EngineCore and worker) and their threads."""
-    pinned = []
-    for proc in psutil.Process(pid).children(recursive=True):
-        try:
-            proc.cpu_affinity(cores)
-            for thread in proc.threads():  # started threads keep their own mask
-                os.sched_setaffinity(thread.id, cores)
-            pinned.append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return pinned
+    """Pin every child of `pid` (vLLM's EngineCore and worker)."""
+    return [p.pid for p in psutil.Process(pid).children(recursive=True) if pin_process(p, cores)]
 
 
 def model_path(tier: TierConfig) -> str:

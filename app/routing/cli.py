@@ -1,0 +1,101 @@
+"""`tierserve route-train | route-eval | route-explain`: the router's offline commands.
+
+`app/cli.py` wires these in with `add_routing_commands(subparsers)`; each
+command's `func` takes the parsed Namespace and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from app.config.loader import REPO_ROOT, config_dir, load_config
+from app.routing.learned import LearnedScorer
+from app.routing.training.data import DEFAULT_DATA_DIR
+
+DEFAULT_ARTIFACT = REPO_ROOT / "app" / "routing" / "artifacts" / "complexity.json"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from app.routing.training.train import train, write_threshold
+
+    result = train(args.data, seed=args.seed, strong_share=args.target_reasoning_share)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(result.scorer.dumps())
+    meta = result.scorer.meta
+    print(f"wrote {args.out} (l2={meta['l2']}, n_train={meta['n_train']}, "
+          f"validation APGR by l2: {meta['validation_apgr']})")
+    print(f"threshold: {result.threshold} (sends {args.target_reasoning_share:.0%} of the "
+          f"training prompts to reasoning)")
+    if args.write_config:
+        path = config_dir() / "routing.yaml"
+        write_threshold(path, result.threshold)
+        print(f"updated threshold in {path}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from app.routing.training.evaluate import evaluate, heldout_rows, plot
+
+    scorer = LearnedScorer.load(args.artifact)
+    rows = heldout_rows(args.data, scorer)
+    if not rows:
+        print(f"{args.data}: every prompt was used in training; nothing to evaluate", file=sys.stderr)
+        return 2
+    report = evaluate(rows, scorer, args.profile)
+    if args.plot:
+        plot(report, rows, args.plot)
+    if args.json:
+        print(json.dumps(report.as_json()))
+        return 0
+    for key, value in report.as_json().items():
+        print(f"{key:12s} {value}")
+    for source, apgr in report.per_source.items():
+        print(f"apgr[{source}] {apgr:.4f}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from app.protocol.internal import RouteRequest
+    from app.routing.pipeline import TierRouter
+
+    scorer = LearnedScorer.load(args.artifact)
+    router = TierRouter(load_config(args.profile), scorer=scorer)
+    req = RouteRequest(request_id="explain", endpoint="chat", model=args.model,
+                       prompt_text=args.prompt, tier_header=args.tier_header,
+                       reasoning_effort=args.reasoning_effort)
+    decision = asyncio.run(router.decide(req))
+    print(decision.model_dump_json())
+    return 0
+
+
+def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("route-train", help="train the complexity scorer and calibrate the threshold")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-reasoning-share", type=float, default=0.3,
+                   help="share of a reference sample (the training prompts) sent to reasoning")
+    p.add_argument("--write-config", action="store_true",
+                   help="write the calibrated `threshold:` into configs/routing.yaml")
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("route-eval", help="RouteLLM metrics on prompts the scorer never saw")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--profile", default="local-cpu", help="config used to time TierRouter.decide")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", type=Path, help="write the router-vs-random plot to this PNG")
+    p.set_defaults(func=_eval)
+
+    p = subparsers.add_parser("route-explain", help="print the routing decision for a prompt")
+    p.add_argument("prompt")
+    p.add_argument("--profile", default="local-cpu")
+    p.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--model", default="auto")
+    p.add_argument("--tier-header", help="as if sent with x-tierserve-tier")
+    p.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"])
+    p.set_defaults(func=_explain)

@@ -1,0 +1,115 @@
+"""RedisAffinityStore against a real redis-server that this module starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from app.routing.affinity import make_store
+from app.routing.pipeline import TierRouter
+from app.routing.redis_affinity import KEY_PREFIX, RedisAffinityStore
+from tests.route_helpers import FixedScorer, request, two_tier_config
+
+REDIS = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server not installed "
+                                "(Debian: apt-get install -y redis-server)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    port, workdir = _free_port(), tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_put_get_and_shared_between_replicas(redis_url: str) -> None:
+    async def go():
+        a, b = RedisAffinityStore(redis_url, 60), RedisAffinityStore(redis_url, 60)
+        try:
+            assert await a.get("s-shared") is None
+            await a.put("s-shared", "reasoning")
+            assert await b.get("s-shared") == "reasoning"  # another replica sees it
+            await b.put("s-shared", "fast")
+            assert await a.get("s-shared") == "fast"
+            ttl = await a._client.pttl(KEY_PREFIX + "s-shared")
+            assert 0 < ttl <= 60_000
+        finally:
+            await a.close()
+            await b.close()
+    _run(go())
+
+
+def test_entries_expire_after_ttl(redis_url: str) -> None:
+    async def go():
+        store = RedisAffinityStore(redis_url, 0.15)
+        try:
+            await store.put("s-ttl", "reasoning")
+            assert await store.get("s-ttl") == "reasoning"
+            await asyncio.sleep(0.3)
+            assert await store.get("s-ttl") is None
+        finally:
+            await store.close()
+    _run(go())
+
+
+def test_make_store_picks_redis(redis_url: str) -> None:
+    assert isinstance(make_store(redis_url, 10, 100), RedisAffinityStore)
+
+
+def test_outage_degrades_to_no_affinity() -> None:
+    async def go():
+        store = RedisAffinityStore(f"redis://127.0.0.1:{_free_port()}/0", 10)  # nothing listens
+        try:
+            await store.put("s-down", "reasoning")  # must not raise
+            assert await store.get("s-down") is None
+        finally:
+            await store.close()
+    _run(go())
+
+
+def test_router_sticks_across_replicas_via_redis(redis_url: str) -> None:
+    async def go():
+        cfg, scorer = two_tier_config(), FixedScorer(0.9)
+        s1, s2 = RedisAffinityStore(redis_url, 60), RedisAffinityStore(redis_url, 60)
+        try:
+            first = TierRouter(cfg, scorer, s1)
+            req = request(session_id="conv-redis")
+            assert (await first.decide(req)).tier == "reasoning"
+            scorer.value = 0.1  # an easy follow-up, decided by another replica
+            second = TierRouter(cfg, scorer, s2)
+            d = await second.decide(req.model_copy(update={"request_id": "2"}))
+            assert (d.tier, d.reason, d.affinity_hit) == ("reasoning", "affinity", True)
+        finally:
+            await s1.close()
+            await s2.close()
+    _run(go())
