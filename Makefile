@@ -20,4 +20,4 @@ render: setup
 	.venv/bin/tierserve config render
 
 observe: setup
-	bash scripts/observe.sh
+	bash scripts/observe.sh $(ARGS)

@@ -27,6 +27,7 @@ PROMPTS = PromptBank.load(Path(os.environ.get(PROMPTS_ENV) or DEFAULT_PROMPTS))
 _records_path = os.environ.get(RECORDS_ENV)
 _WRITER = RecordWriter(open(_records_path, "a")) if _records_path else None  # noqa: SIM115
 _ids = itertools.count()
+LONE_PROMPT_CHARS = 2000
 
 
 def _api_headers() -> dict[str, str]:
@@ -55,7 +56,8 @@ class ChatUser(HttpUser):
         self.history: list[dict[str, str]] = []
 
     def _messages(self, text: str) -> list[dict[str, str]]:
-        if not self.scenario.session_turns:
+        # A long prompt goes alone: with history it would outgrow the tier's context.
+        if not self.scenario.session_turns or len(text) > LONE_PROMPT_CHARS:
             return [{"role": "user", "content": text}]
         if len(self.history) >= 2 * self.scenario.session_turns:  # conversation done: start anew
             self.history, self.session_id = [], f"lt-{uuid.uuid4().hex[:12]}"

@@ -149,6 +149,20 @@ def test_default_prompts_route_to_the_tier_their_kind_promises():
     assert {asyncio.run(tier_of(t)) for t in bank.hard} == {"reasoning"}
 
 
+def test_default_prompts_fit_their_tier_with_a_long_answer(tiny_tokenizers):
+    """Real token counts (the router only estimates): prompt + 256 tokens must fit the context."""
+    from app.config.loader import load_config
+    from tests.conftest import chat_prompt_tokens
+
+    config = load_config("local-cpu")
+    bank = PromptBank.load(DEFAULT_PROMPTS)
+    for kind, texts in (("fast", bank.easy), ("reasoning", bank.hard)):
+        limit = config.tier(kind).max_model_len
+        for text in texts:
+            used = chat_prompt_tokens(tiny_tokenizers[kind], [{"role": "user", "content": text}])
+            assert used + scenario("long").max_tokens <= limit, (kind, text[:40], used)
+
+
 # -- plots and tables -----------------------------------------------------------
 def test_plots_write_pngs(tmp_path):
     records = [rec(i * 0.5, users=1 + i // 4, tier="fast" if i % 3 else "reasoning") for i in range(16)]
@@ -271,3 +285,16 @@ def test_session_scenario_keeps_conversations_on_one_tier(tierserve_stack, tmp_p
     records = read_records(tmp_path / "requests.jsonl")
     assert all(r.ttft_ms is None and not r.stream for r in records)
     assert summary["tier_mix"].keys() == {"fast"}
+
+
+@pytest.mark.e2e
+def test_matrix_sweep_writes_table_and_plot(tierserve_stack, tmp_path):
+    from loadtests.matrix import run_matrix
+
+    base = scenario("short", duration_s=3, stream=True)
+    rows = run_matrix(base, tierserve_stack.base_url, tmp_path, users=[1, 2], payloads=["short", "long"])
+    assert [(r["payload"], r["users"]) for r in rows] == [("short", 1), ("short", 2), ("long", 1), ("long", 2)]
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows)
+    assert (tmp_path / "matrix.png").read_bytes()[:4] == PNG_MAGIC
+    assert len((tmp_path / "matrix.md").read_text().strip().splitlines()) == 2 + len(rows)
+    assert json.loads((tmp_path / "matrix.json").read_text()) == rows

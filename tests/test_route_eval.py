@@ -41,6 +41,34 @@ def test_strong_wrong_rows_lower_quality() -> None:
         routing_curve(np.array([1.0]), np.array([1]), np.array([1]))  # strong == weak
 
 
+def _routellm_apgr(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray, bins: int) -> float:
+    """RouteLLM's evals: thresholds at the score quantiles (pd.qcut bins), `>=` except `>` at the
+    last one, accuracy at each, trapezoid over the strong share, normalised by weak/strong area."""
+    cuts = np.unique(np.quantile(scores, np.linspace(0, 1, bins + 1)))
+    pts = []
+    for i, t in enumerate(cuts):
+        sel = scores >= t if i != len(cuts) - 1 else scores > t
+        pts.append((sel.mean(), np.where(sel, strong, weak).mean()))
+    x, y = np.array(sorted(pts)).T
+    auc = np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2
+    return float((auc - weak.mean()) / (strong.mean() - weak.mean()))
+
+
+def test_apgr_agrees_with_routellm_quantile_sweep() -> None:
+    # Continuous scores (no ties): our every-boundary sweep is RouteLLM's sweep with one bin per prompt,
+    # and with 10 bins (its default) the coarser trapezoid stays close.
+    rng = np.random.default_rng(3)
+    n = 2000
+    strong = (rng.random(n) < 0.8).astype(float)
+    weak = (rng.random(n) < 0.6).astype(float)
+    scores = (strong - weak) * 0.5 + rng.normal(size=n)
+    ours = routing_curve(scores, weak, strong).apgr
+    assert ours == pytest.approx(_routellm_apgr(scores, weak, strong, n), abs=1e-9)
+    assert ours == pytest.approx(_routellm_apgr(scores, weak, strong, 10), abs=0.01)
+    assert ours > 0.6  # and the check can fail: the reversed ranking is far below
+    assert routing_curve(-scores, weak, strong).apgr < 0.4
+
+
 def test_random_router_is_about_half() -> None:
     rng = np.random.default_rng(7)
     # A wide weak/strong gap keeps the random walk of the curve small (std ~0.01 per seed).
