@@ -21,3 +21,10 @@ render: setup
 
 observe: setup
 	bash scripts/observe.sh $(ARGS)
+
+loadtest: setup
+	.venv/bin/tierserve loadtest $(or $(SCENARIO),mixed) $(ARGS)
+
+bench: setup
+	.venv/bin/tierserve bench overhead $(ARGS)
+	.venv/bin/tierserve bench router

@@ -137,6 +137,9 @@ class Gateway:
 
     async def decide(self, parsed: Any, endpoint: str, record: RequestRecord,
                      request: Request) -> RouteDecision:
+        named = self.config.tier_for_model(parsed.model)
+        if named is not None:  # pinned by the client: no rules, affinity or fallback apply, no hop
+            return RouteDecision(tier=named.name, reason="model")
         route_req = RouteRequest(
             request_id=record.request_id, endpoint=endpoint, model=parsed.model,
             prompt_text=parsed.prompt_text(), turns=parsed.turns(),
@@ -149,9 +152,7 @@ class Gateway:
             return await self.router.route.remote(route_req)
         except Exception as exc:  # never lose a request because the router is down
             log.warning("router unavailable (%r); using the default tier", exc)
-            named = self.config.tier_for_model(parsed.model)
-            tier = named.name if named else self.config.routing.default_tier
-            return RouteDecision(tier=tier, reason="router_unavailable")
+            return RouteDecision(tier=self.config.routing.default_tier, reason="router_unavailable")
 
     # -- the request -------------------------------------------------------------
     async def generate(self, request: Request, endpoint: str) -> Response:

@@ -101,7 +101,8 @@ class ChatUser(HttpUser):
         if _WRITER is not None:
             _WRITER.write(RequestRecord(t=started, users=users, status=status, latency_ms=latency_ms,
                                         ttft_ms=ttft_ms, tokens=tokens, tier=tier, kind=kind,
-                                        max_tokens=s.max_tokens, stream=s.stream))
+                                        max_tokens=s.max_tokens, stream=s.stream,
+                                        session_id=self.session_id if s.session_turns else None))
 
     @staticmethod
     def _read_stream(resp, t0: float) -> tuple[float | None, int, str]:

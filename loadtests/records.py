@@ -26,6 +26,7 @@ class RequestRecord:
     kind: str  # easy | hard (what the prompt was written to be)
     max_tokens: int
     stream: bool
+    session_id: str | None = None  # set when the scenario holds conversations
 
     @property
     def ok(self) -> bool:

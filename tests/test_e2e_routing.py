@@ -37,11 +37,12 @@ def test_tier_header_override(tierserve_stack):
     assert resp.headers["x-tierserve-route-reason"] == "header"
 
 
-def _fast_replica_actor():
+def _fast_replica_actor(stack):
     import ray
     from ray.util.state import list_actors
 
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+    # Name the cluster: another Ray may run on this machine.
+    for actor in list_actors(address=stack.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000):
         if actor.name and "#tier-fast#" in actor.name:
             return ray.get_actor(actor.name, namespace="serve")
     raise AssertionError("no live tier-fast replica")
@@ -51,7 +52,7 @@ def test_lost_replica_falls_back_without_losing_requests(tierserve_stack):
     import ray
 
     assert _chat(tierserve_stack, "Hello").headers["x-tierserve-tier"] == "fast"
-    ray.kill(_fast_replica_actor(), no_restart=True)
+    ray.kill(_fast_replica_actor(tierserve_stack), no_restart=True)
     reasons = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -55,7 +55,9 @@ def test_prometheus_sees_tierserve_series_and_rules(tierserve_stack: Any) -> Non
     with LocalPrometheus(list(tierserve_stack.metrics_ports), interval="2s") as prom:
         _send(tierserve_stack.base_url, headers)
         raw = _poll_tiers(prom, "ray_tierserve_requests_total", {"fast", "reasoning"})
-        assert all(s["metric"].get("status") == "200" for s in raw if s["metric"].get("tier") in {"fast", "reasoning"})
+        # Other e2e tests share the stack (and send bad requests on purpose): look for our 200s.
+        ok = {s["metric"].get("tier") for s in raw if s["metric"].get("status") == "200"}
+        assert {"fast", "reasoning"} <= ok, raw
         # Bounded tier label: the tiers, or empty/"none" for requests that never reached one.
         assert not _tiers(raw) - {"fast", "reasoning", "", "none"}, _tiers(raw)
         # A second batch makes the counters move between scrapes, so rates are non-zero.

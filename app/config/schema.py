@@ -70,7 +70,7 @@ class TierConfig(Strict):
     # Relative cost of one generated token; used to report savings.
     cost_per_1k_tokens: float = Field(1.0, ge=0)
     # Milliseconds between streamed chunks after the first (which goes at once).
-    stream_coalesce_ms: float = Field(5, ge=0)
+    stream_coalesce_ms: float = Field(25, ge=0)
 
     @property
     def deployment_name(self) -> str:

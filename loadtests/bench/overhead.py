@@ -99,16 +99,25 @@ def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[Running]:
             found[RAYLLM] = tg.Target(RAYLLM, f"{base}/rayllm/v1/chat/completions")
         yield Running(found, cold, bare.pid if bare is not None else None)
     finally:
-        if ray_up:
-            import ray
-            from ray import serve
+        try:
+            if ray_up:
+                _stop_serve()
+        finally:
+            if bare is not None:
+                tg.stop_bare(bare)
 
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
-        if bare is not None:
-            tg.stop_bare(bare)
+
+def _stop_serve() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        # Handles made inside a finished asyncio.run() fail to shut down; the
+        # cluster goes with ray.shutdown() anyway.
+        with contextlib.suppress(RuntimeError):
+            serve.shutdown()
+    finally:
+        ray.shutdown()
 
 
 def _start_serve(plan: OverheadPlan) -> None:
@@ -320,6 +329,7 @@ def run_overhead(plan: OverheadPlan, out_dir: Path) -> dict[str, Any]:
     with running_targets(plan, out_dir) as run:
         print(f"targets ready: { {k: round(v, 1) for k, v in run.cold_start_s.items()} }", flush=True)
         results = measure(plan, run.targets, served)
+        (out_dir / "partial.json").write_text(json.dumps(results, indent=2))  # survives a failed diagnosis
         extra = _diagnose(plan, run, served)
     report = {"plan": asdict(plan), "served_model": served, "machine": machine(),
               "started_at": started, "duration_s": time.time() - started,
