@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,13 @@ class LocalStack:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.serve_port}"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for tests and benchmarks that start their own servers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def engine_env() -> dict[str, str]:

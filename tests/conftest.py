@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,19 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.local_cluster import LocalStack, engine_env, stack_processes
+from app.local_cluster import LocalStack, engine_env, free_port, stack_processes
 
 # Before anything imports ray: it reads RAY_AUTH_MODE and friends once, at import.
 os.environ.update(engine_env())
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

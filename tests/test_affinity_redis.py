@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from app.local_cluster import free_port
 from app.routing.affinity import make_store
 from app.routing.pipeline import TierRouter
 from app.routing.redis_affinity import KEY_PREFIX, RedisAffinityStore
@@ -20,15 +21,10 @@ pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server not installe
                                 "(Debian: apt-get install -y redis-server)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory):
-    port, workdir = _free_port(), tmp_path_factory.mktemp("redis")
+    port, workdir = free_port(), tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(workdir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -87,7 +83,7 @@ def test_make_store_picks_redis(redis_url: str) -> None:
 
 def test_outage_degrades_to_no_affinity() -> None:
     async def go():
-        store = RedisAffinityStore(f"redis://127.0.0.1:{_free_port()}/0", 10)  # nothing listens
+        store = RedisAffinityStore(f"redis://127.0.0.1:{free_port()}/0", 10)  # nothing listens
         try:
             await store.put("s-down", "reasoning")  # must not raise
             assert await store.get("s-down") is None

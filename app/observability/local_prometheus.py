@@ -18,7 +18,6 @@ import argparse
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from app.local_cluster import LocalStack
+from app.local_cluster import LocalStack, free_port
 from app.observability.paths import RULES_FILE
 
 DISCOVERY_FILE = "prom_metrics_service_discovery.json"
@@ -59,11 +58,6 @@ def ports_from_ray(address: str) -> list[int]:
     finally:
         ray.shutdown()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prometheus_config(metrics_ports: list[int], rules_file: Path, interval: str) -> dict[str, object]:

@@ -13,13 +13,13 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+from app.local_cluster import free_port
 from loadtests.bench.stats import median_of_passes, pass_figures, ratio
 from loadtests.bench.stream_client import chat_body, run_pass
 from loadtests.bench import targets as tg
@@ -52,12 +52,6 @@ class OverheadPlan:
 
     def requests_for(self, concurrency: int) -> int:
         return max(self.min_requests, concurrency * 4)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
