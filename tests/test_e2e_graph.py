@@ -45,7 +45,8 @@ def test_models_lists_auto_and_each_tier(openai_client):
 def test_chat_non_streaming_usage_matches_tokenizer(openai_client, tiny_tokenizers):
     messages = [{"role": "user", "content": "Hello there, how are you?"}]
     raw = openai_client.chat.completions.with_raw_response.create(
-        model="tiny-fast", messages=messages, max_tokens=7, temperature=0)
+        model="tiny-fast", messages=messages, max_tokens=7, temperature=0,
+        extra_body={"ignore_eos": True})  # random weights may emit EOS early
     resp = raw.parse()
     assert raw.headers["x-tierserve-tier"] == "fast"
     assert raw.headers["x-tierserve-route-reason"] == "model"
@@ -59,7 +60,7 @@ def test_chat_streaming_with_usage(openai_client, tiny_tokenizers):
     messages = [{"role": "user", "content": "Hi!"}]
     stream = openai_client.chat.completions.create(
         model="auto", messages=messages, max_tokens=12, stream=True,
-        stream_options={"include_usage": True})
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
     chunks = list(stream)
     deltas = [c for c in chunks if c.choices]
     usage = [c.usage for c in chunks if c.usage]
@@ -83,12 +84,12 @@ def test_stream_without_usage_option_has_no_usage_chunk(tierserve_stack):
 
 def test_completions_endpoint(openai_client, tiny_tokenizers):
     resp = openai_client.completions.create(model="tiny-reasoning", prompt="Once upon a time",
-                                            max_tokens=5)
+                                            max_tokens=5, extra_body={"ignore_eos": True})
     assert resp.usage.completion_tokens == 5
     tok = tiny_tokenizers["reasoning"]
     assert resp.usage.prompt_tokens == len(tok.encode("Once upon a time", add_special_tokens=False))
     streamed = list(openai_client.completions.create(model="auto", prompt="Hi", max_tokens=3,
-                                                     stream=True))
+                                                     stream=True, extra_body={"ignore_eos": True}))
     assert sum(1 for c in streamed if c.choices) == 3
 
 
@@ -118,7 +119,8 @@ def test_client_request_id_is_echoed(tierserve_stack):
 def test_one_json_log_line_per_request(tierserve_stack):
     rid = f"log-check-{time.time_ns()}"
     httpx.post(f"{tierserve_stack.base_url}/v1/chat/completions", headers={"x-request-id": rid},
-               json={"model": "auto", "max_tokens": 3, "messages": [{"role": "user", "content": "Hi"}]},
+               json={"model": "auto", "max_tokens": 3, "ignore_eos": True,
+                     "messages": [{"role": "user", "content": "Hi"}]},
                timeout=60)
     deadline = time.monotonic() + 10
     lines: list[dict] = []
