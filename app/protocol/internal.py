@@ -41,9 +41,6 @@ class RouteDecision(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     decision_ms: float = 0.0
 
-    def header_reason(self) -> str:
-        return self.reason
-
 
 class TierCall(BaseModel):
     """One generation request for a tier; `body` is the OpenAI request JSON."""
