@@ -104,6 +104,23 @@ def stop(stack: LocalStack) -> None:
     subprocess.run([_bin("ray"), "stop"], env=engine_env(), check=False)
 
 
+def shm_segments() -> set[Path]:
+    """vLLM's shared-memory segments; engines leave them behind after shutdown under Ray."""
+    return set(Path("/dev/shm").glob("psm_*")) | set(Path("/dev/shm").glob("sem.mp-*"))
+
+
+def mapped_shm_segments() -> set[Path]:
+    """Segments some live process still maps: never ours to delete."""
+    mapped: set[Path] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        mapped |= {Path(line.split()[-1]) for line in text.splitlines() if "/dev/shm/" in line}
+    return mapped
+
+
 def stack_processes(stack: LocalStack) -> list:
     """Every process of the local stack: Ray's daemons (found by temp dir) and their descendants."""
     import psutil

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.local_cluster import LocalStack, engine_env, free_port, stack_processes
+from app.local_cluster import (LocalStack, engine_env, free_port, mapped_shm_segments,
+                               shm_segments, stack_processes)
 
 # Before anything imports ray: it reads RAY_AUTH_MODE and friends once, at import.
 os.environ.update(engine_env())
@@ -71,6 +72,7 @@ def tierserve_stack():
         if not (REPO / "models" / model / "model.safetensors").exists():
             pytest.fail("tiny models missing: run `make setup` (tierserve models make-tiny)")
     temp_dir = tempfile.mkdtemp(prefix="tsr-", dir="/tmp")  # short: Ray's unix sockets
+    shm_before = shm_segments()
     dash_port, metrics_port, http_port = free_port(), free_port(), free_port()
     try:
         ray.init(address="local", num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1",
@@ -103,6 +105,9 @@ def tierserve_stack():
                 with contextlib.suppress(Exception):
                     proc.kill()
             shutil.rmtree(temp_dir, ignore_errors=True)
+            # Ours: they appeared during the session and no live process maps them.
+            for segment in shm_segments() - shm_before - mapped_shm_segments():
+                segment.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
