@@ -66,8 +66,9 @@ def test_chat_streaming_with_usage(openai_client, tiny_tokenizers):
     usage = [c.usage for c in chunks if c.usage]
     assert len(usage) == 1 and usage[0].completion_tokens == 12
     assert usage[0].prompt_tokens == chat_prompt_tokens(tiny_tokenizers["fast"], messages)
-    # One role chunk, then one delta per generated token.
-    assert len(deltas) == 1 + 12
+    # A role chunk, then deltas; vLLM may fold a token's partial UTF-8 bytes into the next one.
+    assert deltas[0].choices[0].delta.role == "assistant"
+    assert 2 <= len(deltas) <= 1 + 12
     assert deltas[-1].choices[0].finish_reason == "length"
 
 
