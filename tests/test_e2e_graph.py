@@ -91,7 +91,9 @@ def test_completions_endpoint(openai_client, tiny_tokenizers):
     assert resp.usage.prompt_tokens == len(tok.encode("Once upon a time", add_special_tokens=False))
     streamed = list(openai_client.completions.create(model="auto", prompt="Hi", max_tokens=3,
                                                      stream=True, extra_body={"ignore_eos": True}))
-    assert sum(1 for c in streamed if c.choices) == 3
+    with_choices = [c for c in streamed if c.choices]
+    assert 1 <= len(with_choices) <= 3  # partial UTF-8 tokens may be folded into the next chunk
+    assert with_choices[-1].choices[0].finish_reason == "length"
 
 
 def test_auto_routes_hard_prompt_to_reasoning_and_greeting_to_fast(tierserve_stack):
