@@ -142,11 +142,12 @@ def stack_memory_mb(stack: LocalStack) -> dict[str, float]:
     import psutil
 
     rss = pss = 0
-    for proc in stack_processes(stack):
+    procs = stack_processes(stack)
+    for proc in procs:
         try:
             info = proc.memory_full_info()
         except psutil.Error:
             continue
         rss += info.rss
         pss += getattr(info, "pss", info.rss)
-    return {"processes": len(stack_processes(stack)), "rss_mb": rss / 2**20, "pss_mb": pss / 2**20}
+    return {"processes": len(procs), "rss_mb": rss / 2**20, "pss_mb": pss / 2**20}

@@ -34,7 +34,6 @@ class Stack:
     ray_address: str
     dashboard_url: str
     metrics_ports: list[int]
-    serve_config_path: Path
     deploy_output: str
     log_dir: Path
     app_name: str = "tierserve"
@@ -91,7 +90,7 @@ def tierserve_stack():
         _wait_ready(base_url, timeout_s=900)
         yield Stack(base_url=base_url, ray_address=ray.get_runtime_context().gcs_address,
                     dashboard_url=dashboard_url, metrics_ports=[metrics_port],
-                    serve_config_path=cfg_path, deploy_output=deploy.stdout + deploy.stderr,
+                    deploy_output=deploy.stdout + deploy.stderr,
                     log_dir=Path(temp_dir) / "session_latest" / "logs" / "serve")
     finally:
         # Everything this cluster started (vLLM engines included), to reap any straggler.
