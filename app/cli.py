@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from app.config.loader import REPO_ROOT, ConfigError, list_profiles, load_config
-from app.serve_config import dump_serve_config, render_serve_config
+from app.serve_config import dump_serve_config, profile_of, render_serve_config
 
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
 DEFAULT_PROFILE = "local-cpu"
@@ -48,12 +48,20 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_env(args: argparse.Namespace) -> int:
+    """Shell exports for `ray start` on any node: Serve's data-path switches from configs/."""
+    for key, value in load_config(args.profile).server.ray_serve.env().items():
+        print(f"export {key}={value}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from app import local_cluster as lc
 
     stack = lc.LocalStack(serve_port=args.port)
+    config = load_config(profile_of(Path(args.config).read_text()))
     started = time.monotonic()
-    lc.start_ray(stack)
+    lc.start_ray(stack, config.server.ray_serve)
     lc.serve_deploy(stack, Path(args.config))
     state = lc.wait_ready(stack.base_url, args.timeout)
     print(f"\nTierserve is ready in {time.monotonic() - started:.0f}s: {state['tiers']}")
@@ -105,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_config_render)
     check = config.add_parser("check", help="validate every profile")
     check.set_defaults(func=cmd_config_check)
+    env = config.add_parser("env", help="print the env every Ray node needs (for `ray start`)")
+    env.add_argument("--profile", default=DEFAULT_PROFILE)
+    env.set_defaults(func=cmd_config_env)
 
     up = sub.add_parser("up", help="start a local Ray cluster and deploy Tierserve")
     up.add_argument("--config", default=str(SERVE_CONFIG))

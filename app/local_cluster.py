@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config.loader import REPO_ROOT
+from app.config.schema import RayServeRuntime
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class LocalStack:
     dashboard_port: int = 8265
     metrics_port: int = 8090
     serve_port: int = 8000
+    # HAProxy's own ports when Serve runs it (configs/server.yaml ray_serve.haproxy).
+    haproxy_metrics_port: int = 9101
+    haproxy_stats_port: int = 8404
     # Logical CPUs Ray may hand out: each vLLM tier takes a CPU bundle for its
     # replica and one for its engine, on a 2-core machine too.
     num_cpus: int = 8
@@ -64,17 +68,22 @@ def engine_env() -> dict[str, str]:
     }
 
 
+def ray_node_env(stack: LocalStack, runtime: RayServeRuntime) -> dict[str, str]:
+    """Env for a Ray node of `stack`: offline engines plus Serve's data-path switches."""
+    return {**engine_env(), **runtime.env(stack.haproxy_metrics_port, stack.haproxy_stats_port)}
+
+
 def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def start_ray(stack: LocalStack) -> None:
+def start_ray(stack: LocalStack, runtime: RayServeRuntime) -> None:
     subprocess.run(
         [_bin("ray"), "start", "--head", f"--port={stack.gcs_port}",
          f"--num-cpus={stack.num_cpus}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={stack.dashboard_port}", f"--metrics-export-port={stack.metrics_port}",
          f"--temp-dir={stack.temp_dir}", "--disable-usage-stats"],
-        check=True, env=engine_env(), cwd=REPO_ROOT)
+        check=True, env=ray_node_env(stack, runtime), cwd=REPO_ROOT)
 
 
 def serve_deploy(stack: LocalStack, config_file: Path) -> None:

@@ -41,3 +41,12 @@ def dump_serve_config(doc: dict[str, Any], profile: str) -> str:
     header = (f"# Generated from configs/ (profile {profile!r}) by "
               f"`tierserve config render --profile {profile}`. Do not edit by hand.\n")
     return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def profile_of(serve_config_text: str) -> str:
+    """The configs/ profile a rendered Serve config was made from."""
+    doc = yaml.safe_load(serve_config_text) or {}
+    for app in doc.get("applications") or []:
+        if app.get("import_path") == IMPORT_PATH:
+            return app["args"]["profile"]
+    raise ValueError(f"no {IMPORT_PATH} application with args.profile in this Serve config")

@@ -2,9 +2,10 @@
 
 - `generate` takes a small `TierCall` (the OpenAI JSON) so the ingress never
   imports vLLM, and yields plain SSE strings rather than pydantic objects.
-- Streams send the first chunk at once and coalesce the rest for a few ms:
-  Ray Serve LLM's fixed 50 ms batching costs time to first token, no batching
-  costs throughput (shared/CPU-VLLM.md).
+- Streams send the first chunk at once and coalesce the rest for a few ms,
+  longer as more streams share the replica: Ray Serve LLM's fixed 50 ms
+  batching costs time to first token, no batching costs throughput
+  (shared/CPU-VLLM.md).
 - Warm-up: the replica reports ready only after one real generation.
 - CPU: the engine's processes are pinned to the configured cores, so vLLM's
   busy-spinning EngineCore does not starve the core that serves HTTP.
@@ -13,11 +14,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
-from typing import Any, AsyncGenerator
+from typing import Any, AsyncGenerator, Callable
 
 import psutil
 from ray.llm._internal.serve.core.protocol import RawRequestInfo
@@ -28,7 +30,6 @@ from app.protocol.internal import TierCall, TierError, TierFinal
 
 logger = logging.getLogger("ray.serve.tierserve.tier")
 
-_DONE = object()
 # Tokens a chat template may add around the messages (role markers, default system text).
 _TEMPLATE_MARGIN = 256
 
@@ -47,40 +48,44 @@ def pin_engine_processes(cores: list[int]) -> list[int]:
     return pinned
 
 
-async def coalesce(stream: AsyncGenerator[Any, None], window_s: float
+async def coalesce(stream: AsyncGenerator[Any, None], window_s: Callable[[], float] | float
                    ) -> AsyncGenerator[list[Any], None]:
-    """Yield the first item alone, then batches gathered for up to `window_s` each.
+    """Yield the first item alone, then what arrived during each window.
 
-    A reader task keeps pulling from `stream` while a batch waits, and is
-    cancelled with the consumer, so a client's disconnect aborts the engine request.
+    The cost is per batch, not per item: a reader task appends to a list and the
+    consumer sleeps out the window (ending early when the stream does). `window_s`
+    may be a callable, read once per batch, so the window can follow the load.
+    The reader is cancelled with the consumer, so a client's disconnect aborts
+    the engine request.
     """
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    window = window_s if callable(window_s) else (lambda: window_s)
+    pending: list[Any] = []
+    arrived = asyncio.Event()
+    finished = asyncio.Event()
 
     async def read() -> None:
         try:
             async for item in stream:
-                queue.put_nowait(item)
+                pending.append(item)
+                arrived.set()
         except Exception as exc:  # surfaced to the consumer below
-            queue.put_nowait(exc)
+            pending.append(exc)
         finally:
-            queue.put_nowait(_DONE)
+            finished.set()
+            arrived.set()
 
     reader = asyncio.create_task(read())
     try:
         first = True
         while True:
-            batch = [await queue.get()]
-            deadline = time.monotonic() + (0 if first else window_s)
-            while batch[-1] is not _DONE and (left := deadline - time.monotonic()) > 0:
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), left))
-                except asyncio.TimeoutError:
-                    break
-            while batch[-1] is not _DONE and not queue.empty():
-                batch.append(queue.get_nowait())
+            await arrived.wait()
+            if not first and not finished.is_set() and (wait := window()) > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(finished.wait(), wait)
             first = False
-            done = batch[-1] is _DONE
-            items = batch[:-1] if done else batch
+            arrived.clear()
+            items = pending[:]
+            pending.clear()
             error = next((i for i in items if isinstance(i, Exception)), None)
             if error is not None:
                 items = items[: items.index(error)]
@@ -88,10 +93,23 @@ async def coalesce(stream: AsyncGenerator[Any, None], window_s: float
                 yield items
             if error is not None:
                 raise error
-            if done:
+            if finished.is_set() and not pending:
                 return
     finally:
         reader.cancel()
+
+
+def load_scaled_window(base_s: float, max_s: float, streams: Callable[[], int],
+                       streams_per_base: int = 8) -> Callable[[], float]:
+    """A coalescing window that grows with the streams this replica serves.
+
+    Under load each message costs the shared front-end core more than its tokens
+    are worth; a longer window then buys throughput, while a lone stream keeps
+    the short one.
+    """
+    def window() -> float:
+        return min(max_s, base_s * max(1.0, streams() / streams_per_base))
+    return window
 
 
 class TierServer(LLMServer):
@@ -99,7 +117,9 @@ class TierServer(LLMServer):
 
     async def __init__(self, llm_config, *, tier: TierConfig) -> None:
         self._tier = tier
-        self._window_s = tier.stream_coalesce_ms / 1000
+        self._streams = 0
+        self._window = load_scaled_window(tier.stream_coalesce_ms / 1000,
+                                          tier.stream_coalesce_max_ms / 1000, lambda: self._streams)
         self._ready = False
         await super().__init__(llm_config)
         if tier.resources.cpu_cores:
@@ -180,11 +200,15 @@ class TierServer(LLMServer):
             async for out in stream:
                 yield _to_final(out)
             return
-        async for batch in coalesce(stream, self._window_s):
-            if len(batch) == 1 and not isinstance(batch[0], str):
-                yield _to_final(batch[0])  # vLLM rejected the request before streaming
-                return
-            yield batch
+        self._streams += 1
+        try:
+            async for batch in coalesce(stream, self._window):
+                if len(batch) == 1 and not isinstance(batch[0], str):
+                    yield _to_final(batch[0])  # vLLM rejected the request before streaming
+                    return
+                yield batch
+        finally:
+            self._streams -= 1
 
 
 def _text(content: Any) -> str:

@@ -73,6 +73,10 @@ def tierserve_stack():
     temp_dir = tempfile.mkdtemp(prefix="tsr-", dir="/tmp")  # short: Ray's unix sockets
     shm_before = shm_segments()
     dash_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    config = load_config("local-cpu")
+    # Serve's data-path switches reach every process of the cluster through the raylet's env;
+    # HAProxy gets free ports so a `make up` stack on the same machine is left alone.
+    os.environ.update(config.server.ray_serve.env(free_port(), free_port()))
     try:
         ray.init(address="local", num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1",
                  dashboard_port=dash_port, _temp_dir=temp_dir, _metrics_export_port=metrics_port,
@@ -80,7 +84,7 @@ def tierserve_stack():
         dashboard_url = f"http://127.0.0.1:{dash_port}"
         cfg_path = Path(temp_dir) / "serve_config.yaml"
         cfg_path.write_text(yaml.safe_dump(
-            render_serve_config(load_config("local-cpu"), http_port=http_port), sort_keys=False))
+            render_serve_config(config, http_port=http_port), sort_keys=False))
         deploy = subprocess.run(
             [str(Path(sys.executable).with_name("serve")), "deploy", str(cfg_path),
              "--address", dashboard_url],

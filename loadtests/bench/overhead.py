@@ -48,7 +48,9 @@ class OverheadPlan:
     pinned_variant: bool = True
     serve_port: int = 8100
     bare_port: int = 8101
+    rayllm_port: int = 8102
     temp_dir: str = "/tmp/ts-bench"
+    rayllm_temp_dir: str = "/tmp/ts-bench-rayllm"
 
     def requests_for(self, concurrency: int) -> int:
         return max(self.min_requests, concurrency * 4)
@@ -74,31 +76,34 @@ def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[Running]:
     tier = config.tier(plan.tier)
     found: dict[str, tg.Target] = {}
     cold: dict[str, float] = {}
-    bare = None
+    bare = rayllm = None
     ray_up = False
     try:
         if BARE in plan.targets:
             bare, cold[BARE] = tg.start_bare(tier, plan.bare_port, env, log_dir / "bare-vllm.log")
             found[BARE] = tg.Target(BARE, f"http://127.0.0.1:{plan.bare_port}/v1/chat/completions")
-        if {RAYLLM, TIERSERVE} & set(plan.targets):
+        if RAYLLM in plan.targets:  # its own Ray, with Ray Serve's defaults
+            rayllm, cold[RAYLLM] = tg.start_rayllm(plan.profile, plan.tier, plan.rayllm_port,
+                                                   plan.rayllm_temp_dir, env, log_dir / "rayllm.log")
+            found[RAYLLM] = tg.Target(RAYLLM, f"http://127.0.0.1:{plan.rayllm_port}/v1/chat/completions")
+        if TIERSERVE in plan.targets:
+            # The driver's Ray gets the data-path switches of configs/ (raylet env -> every process).
+            os.environ.update(config.server.ray_serve.env(free_port(), free_port()))
             _start_serve(plan)
             ray_up = True
-        base = f"http://127.0.0.1:{plan.serve_port}"
-        if TIERSERVE in plan.targets:
+            base = f"http://127.0.0.1:{plan.serve_port}"
             cold[TIERSERVE] = _deploy_tierserve(plan.graph_builder, config if plan.full_graph else
                                                 tg.single_tier_config(config, plan.tier), base)
             found[TIERSERVE] = tg.Target(TIERSERVE, f"{base}/v1/chat/completions")
-        if RAYLLM in plan.targets:
-            cold[RAYLLM] = _deploy_rayllm(tier, base)
-            found[RAYLLM] = tg.Target(RAYLLM, f"{base}/rayllm/v1/chat/completions")
         yield Running(found, cold, bare.pid if bare is not None else None)
     finally:
         try:
             if ray_up:
                 _stop_serve()
         finally:
-            if bare is not None:
-                tg.stop_bare(bare)
+            for proc in (rayllm, bare):
+                if proc is not None:
+                    tg.stop_tree(proc)
 
 
 def _stop_serve() -> None:
@@ -135,17 +140,6 @@ def _deploy_tierserve(builder: str, config: Any, base: str) -> float:
     start = time.monotonic()
     serve.run(build_graph(config), name="tierserve", route_prefix="/")
     tg.wait_http(f"{base}/readyz", 600)  # ready = every tier answered a warm-up
-    return time.monotonic() - start
-
-
-def _deploy_rayllm(tier: Any, base: str) -> float:
-    from ray import serve
-    from ray.serve.llm import build_openai_app
-
-    start = time.monotonic()
-    serve.run(build_openai_app({"llm_configs": [tg.rayllm_config(tier)]}), name="rayllm",
-              route_prefix="/rayllm")
-    tg.wait_http(f"{base}/rayllm/v1/models", 600)
     return time.monotonic() - start
 
 

@@ -7,6 +7,7 @@ engine settings as the `fast` tier of the chosen profile.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,21 +92,47 @@ def start_bare(tier: TierConfig, port: int, env: dict[str, str], log: Path,
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", timeout_s, proc)
     except BaseException:
-        stop_bare(proc)
+        stop_tree(proc)
         raise
     if tier.resources.cpu_cores:  # the same pinning TierServer applies to its engine
         pin_tree(proc.pid, tier.resources.cpu_cores)
     return proc, time.monotonic() - start
 
 
-def stop_bare(proc: subprocess.Popen) -> None:
+def stop_tree(proc: subprocess.Popen, grace_s: float = 60) -> None:
+    """SIGTERM a server started in its own session, then SIGKILL what is left of it."""
     if proc.poll() is None:
         os.killpg(proc.pid, 15)  # its own session: the engine's children go too
         try:
-            proc.wait(30)
+            proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+
+
+def start_rayllm(profile: str, tier: str, port: int, temp_dir: str, env: dict[str, str],
+                 log: Path, timeout_s: float = 900) -> tuple[subprocess.Popen, float]:
+    """Ray Serve LLM with defaults on its own Ray (loadtests/bench/rayllm_server.py).
+
+    Returns the process and its deploy-to-ready seconds (Ray's own start excluded,
+    as for Tierserve). Serve's data-path switches are removed from its env.
+    """
+    ready = Path(temp_dir) / "rayllm-ready.json"
+    ready.unlink(missing_ok=True)
+    clean = {k: v for k, v in env.items() if not k.startswith("RAY_SERVE_")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loadtests.bench.rayllm_server", "--profile", profile,
+             "--tier", tier, "--port", str(port), "--temp-dir", temp_dir,
+             "--ready-file", str(ready)],
+            env=clean, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_tree(proc)
+            raise RuntimeError(f"Ray Serve LLM did not come up; see {log}")
+        time.sleep(0.5)
+    return proc, json.loads(ready.read_text())["deploy_s"]
 
 
 def single_tier_config(config: TierserveConfig, tier_name: str) -> TierserveConfig:
