@@ -22,12 +22,12 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_text(profile: str) -> str:
-    return dump_serve_config(render_serve_config(load_config(profile)), profile)
+def render_text(profile: str, http_host: str = "127.0.0.1") -> str:
+    return dump_serve_config(render_serve_config(load_config(profile), http_host=http_host), profile)
 
 
 def cmd_config_render(args: argparse.Namespace) -> int:
-    text = render_text(args.profile)
+    text = render_text(args.profile, args.http_host)
     if args.check:
         current = Path(args.out).read_text() if Path(args.out).exists() else ""
         if current != text:
@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--profile", default=DEFAULT_PROFILE)
     render.add_argument("--out", default=str(SERVE_CONFIG))
     render.add_argument("--check", action="store_true", help="fail if the file differs")
+    render.add_argument("--http-host", default="127.0.0.1",
+                        help="Serve's HTTP bind address; 0.0.0.0 on a multi-node cluster")
     render.set_defaults(func=cmd_config_render)
     check = config.add_parser("check", help="validate every profile")
     check.set_defaults(func=cmd_config_check)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from app.config import ConfigError, load_config
+from app.config.schema import TierConfig
 from app.config.loader import REPO_ROOT, list_profiles
 
 
@@ -87,3 +88,25 @@ def test_invalid_yaml_and_unknown_profile(config_copy: Path):
 def test_models_dir_env_relocates_local_models(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("TIERSERVE_MODELS_DIR", str(tmp_path))
     assert load_config("local-cpu").tier("reasoning").model_source == str(tmp_path / "tiny-reasoning")
+
+
+def test_ray_serve_runtime_env_follows_the_switches():
+    from app.config.schema import RayServeRuntime
+
+    on = RayServeRuntime().env(9101, 8404)
+    assert on["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and on["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert on["RAY_SERVE_HAPROXY_METRICS_PORT"] == "9101"
+    assert on["RAY_SERVE_HAPROXY_STATS_PORT"] == "8404"
+    assert on["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == "1"
+    off = RayServeRuntime(throughput_optimized=False, haproxy=False).env(9101, 8404)
+    assert off == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0",
+                   "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
+
+
+def test_coalesce_cap_below_base_is_rejected():
+    import pydantic
+
+    base = load_config("local-cpu").tiers[0].model_dump()
+    base.update(stream_coalesce_ms=50, stream_coalesce_max_ms=10)
+    with pytest.raises(pydantic.ValidationError, match="stream_coalesce_max_ms"):
+        TierConfig.model_validate(base)

@@ -89,6 +89,14 @@ def test_autoscaler_v2(default: Rendered) -> None:
     assert cluster["autoscalerOptions"]["version"] == "v2"
 
 
+def test_every_ray_container_gets_the_serve_data_path_env(default: Rendered) -> None:
+    want = default.config.server.ray_serve.env()
+    assert want["RAY_SERVE_ENABLE_HA_PROXY"] in ("0", "1")
+    for group in _groups(default).values():
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert {k: env.get(k) for k in want} == want
+
+
 def test_secrets_are_referenced_never_inlined(default: Rendered) -> None:
     assert not [o for o in default.objects if o["kind"] == "Secret"]
     for group in _groups(default).values():
@@ -144,7 +152,11 @@ def test_consistency_catches_manifest_level_mismatches(default: Rendered) -> Non
     fast["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 2
     rs["spec"]["serveConfigV2"] = rs["spec"]["serveConfigV2"].replace("profile: gpu", "profile: local-cpu")
     rs["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-gpus"] = "1"
+    fast_env = fast["template"]["spec"]["containers"][0]["env"]
+    fast["template"]["spec"]["containers"][0]["env"] = [
+        e for e in fast_env if e["name"] != "RAY_SERVE_ENABLE_HA_PROXY"]
     errors = "\n".join(consistency.check(objects, config))
+    assert "tier-fast: container ray-worker env {'RAY_SERVE_ENABLE_HA_PROXY': None} differs" in errors
     assert "tier-fast: rayStartParams.num-gpus='1' but container ray-worker has nvidia.com/gpu limit 2" in errors
     assert "serveConfigV2 differs from configs/" in errors
     assert "head: rayStartParams.num-gpus must be \"0\"" in errors

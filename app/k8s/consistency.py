@@ -152,9 +152,24 @@ def check_ports(objects: list[dict[str, Any]], rs: dict[str, Any]) -> list[str]:
     return errors
 
 
+def check_serve_env(rs: dict[str, Any], config: TierserveConfig) -> list[str]:
+    """Serve reads its data-path switches per process: every Ray container needs the same ones."""
+    want = config.server.ray_serve.env()
+    errors = []
+    for name, _, template in _pod_groups(rs):
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env") or []}
+            wrong = {k: env.get(k) for k, v in want.items() if env.get(k) != v}
+            if wrong:
+                errors.append(f"{name}: container {container['name']} env {wrong} differs from "
+                              f"configs/ server.ray_serve {want}")
+    return errors
+
+
 def check(objects: list[dict[str, Any]], config: TierserveConfig) -> list[str]:
     services = [o for o in objects if o.get("kind") == "RayService"]
     if len(services) != 1:
         return [f"expected exactly one RayService, found {len(services)}"]
     rs = services[0]
-    return check_serve_config(rs, config) + check_groups(rs, config) + check_ports(objects, rs)
+    return (check_serve_config(rs, config) + check_serve_env(rs, config) + check_groups(rs, config)
+            + check_ports(objects, rs))

@@ -181,8 +181,10 @@ def generated_values(config: TierserveConfig, values: dict[str, Any]) -> tuple[d
         warnings += _check_tier(tier, tv, plan)
         plans.append(plan)
     serve_yaml = yaml.safe_dump(serve_config_doc(config), sort_keys=False)
+    ray_serve_env = [{"name": k, "value": v} for k, v in config.server.ray_serve.env().items()]
     return {"profile": config.profile, "serveConfigV2": serve_yaml,
-            "apiKeysEnv": config.server.api_keys_env, "tiers": plans}, warnings
+            "apiKeysEnv": config.server.api_keys_env, "rayServeEnv": ray_serve_env,
+            "tiers": plans}, warnings
 
 
 def parse_manifests(manifests: dict[str, str]) -> list[dict[str, Any]]:

@@ -39,9 +39,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end -}}
 
-{{/* Env every Ray container gets: secrets by reference only, never inlined. */}}
-{{- define "tierserve.secretEnv" -}}
+{{/* Env every Ray container gets: Serve's data-path switches (from configs/), and
+     secrets by reference only, never inlined. */}}
+{{- define "tierserve.podEnv" -}}
 {{- $g := .Values.generated -}}
+{{- range $g.rayServeEnv }}
+- name: {{ .name }}
+  value: {{ .value | quote }}
+{{- end }}
 {{- with .Values.secrets.apiKeys }}
 {{- if .name }}
 - name: {{ $g.apiKeysEnv | default "TIERSERVE_API_KEYS" }}
