@@ -100,7 +100,7 @@ def test_ray_serve_runtime_env_follows_the_switches():
     assert on["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == "1"
     off = RayServeRuntime(throughput_optimized=False, haproxy=False).env(9101, 8404)
     assert off == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0",
-                   "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
+                   "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1", "RAY_worker_niceness": "0"}
 
 
 def test_coalesce_cap_below_base_is_rejected():

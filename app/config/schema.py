@@ -145,7 +145,7 @@ class RateLimitConfig(Strict):
 
 
 class RayServeRuntime(Strict):
-    """Ray Serve's own data-path switches (Ray 2.60), set as env on every Ray node.
+    """Ray's and Ray Serve's data-path switches (Ray 2.60), set as env on every Ray node.
 
     Environment variables, not Serve config: Serve reads them once per process.
     """
@@ -158,12 +158,16 @@ class RayServeRuntime(Strict):
     haproxy: bool = True
     # Flush each request's log line at once (the optimized mode buffers 1000).
     request_log_buffer: int = Field(1, ge=1)
+    # Niceness of Ray's worker processes (replicas and their vLLM engines); Ray's
+    # default 15 lets any nice-0 process on the node take the engine's core first.
+    worker_niceness: int = Field(0, ge=0, le=19)
 
     def env(self, haproxy_metrics_port: int | None = None,
             haproxy_stats_port: int | None = None) -> dict[str, str]:
         env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": str(int(self.throughput_optimized)),
                "RAY_SERVE_ENABLE_HA_PROXY": str(int(self.haproxy)),
-               "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": str(self.request_log_buffer)}
+               "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": str(self.request_log_buffer),
+               "RAY_worker_niceness": str(self.worker_niceness)}
         if self.haproxy and haproxy_metrics_port is not None:
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(haproxy_metrics_port)
         if self.haproxy and haproxy_stats_port is not None:

@@ -107,7 +107,9 @@ def overview() -> dict[str, Any]:
         Panel("In flight", [
             _q("sum(ray_tierserve_in_flight_requests)", "ingress in flight"),
             _q(f"sum by (tier) (rate(ray_tierserve_affinity_hits_total[{RATE}]))", "affinity hits/s {{tier}}"),
-            _q("sum(ray_serve_num_ongoing_http_requests)", "Serve proxy ongoing")], "short"),
+            # Serve's HTTP-ongoing gauge is absent in HAProxy mode (configs/server.yaml ray_serve).
+            _q(f'sum(ray_serve_replica_processing_queries{{{APP},deployment="ingress"}})',
+               "ingress replicas processing")], "short"),
     ]
     latency = [
         Panel("TTFT per tier (ingress)", [

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from app.config.loader import REPO_ROOT
-from app.config.schema import TierConfig, TierserveConfig
+from app.config.schema import RayServeRuntime, TierConfig, TierserveConfig
 from app.serve_config import OFFLINE_ENV
 
 
@@ -115,11 +115,12 @@ def start_rayllm(profile: str, tier: str, port: int, temp_dir: str, env: dict[st
     """Ray Serve LLM with defaults on its own Ray (loadtests/bench/rayllm_server.py).
 
     Returns the process and its deploy-to-ready seconds (Ray's own start excluded,
-    as for Tierserve). Serve's data-path switches are removed from its env.
+    as for Tierserve). Tierserve's data-path switches are removed from its env.
     """
     ready = Path(temp_dir) / "rayllm-ready.json"
     ready.unlink(missing_ok=True)
-    clean = {k: v for k, v in env.items() if not k.startswith("RAY_SERVE_")}
+    switches = set(RayServeRuntime().env(0, 0))  # every key Tierserve may set
+    clean = {k: v for k, v in env.items() if k not in switches}
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "loadtests.bench.rayllm_server", "--profile", profile,
