@@ -151,7 +151,7 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     ov.add_argument("--targets", default="bare-vllm,ray-serve-llm,tierserve")
     ov.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
                     help="time each hop after the passes")
-    ov.add_argument("--pinned-variant", action=argparse.BooleanOptionalAction, default=True,
+    ov.add_argument("--pinned-variant", action=argparse.BooleanOptionalAction, default=False,
                     help="re-measure with the HTTP front ends pinned off the engine's core")
     ov.set_defaults(func=cmd_bench_overhead)
     rt = bench.add_parser("router", help="router decision latency (in process)")

@@ -45,7 +45,7 @@ class OverheadPlan:
     graph_builder: str = "app.graph:build_graph"
     breakdown: bool = True  # hop-by-hop timings after the main passes
     # Re-measure bare and Tierserve with their HTTP front ends pinned off the engine's core.
-    pinned_variant: bool = True
+    pinned_variant: bool = False
     serve_port: int = 8100
     bare_port: int = 8101
     rayllm_port: int = 8102
