@@ -92,7 +92,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from app import local_cluster as lc
 
-    lc.stop(lc.LocalStack())
+    removed = lc.stop(lc.LocalStack())
+    if removed:
+        print(f"removed {len(removed)} shared-memory segment(s) the engines left in /dev/shm")
     return 0
 
 

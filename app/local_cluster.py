@@ -107,10 +107,17 @@ def wait_ready(base_url: str, timeout_s: float = 600) -> dict:
     raise TimeoutError(f"Tierserve not ready after {timeout_s:.0f}s; last answer: {last}")
 
 
-def stop(stack: LocalStack) -> None:
+def stop(stack: LocalStack) -> list[Path]:
+    """Shut Serve and Ray down, then remove the shared-memory segments the stack's vLLM
+    engines mapped and left behind (only those, and only once nothing maps them)."""
+    ours = mapped_shm_segments([p.pid for p in stack_processes(stack)])
     subprocess.run([_bin("serve"), "shutdown", "-y", "--address", stack.dashboard_url],
                    env=engine_env(), check=False)
     subprocess.run([_bin("ray"), "stop"], env=engine_env(), check=False)
+    left = sorted(s for s in ours - mapped_shm_segments() if s.exists())
+    for segment in left:
+        segment.unlink(missing_ok=True)
+    return left
 
 
 def shm_segments() -> set[Path]:
@@ -118,10 +125,13 @@ def shm_segments() -> set[Path]:
     return set(Path("/dev/shm").glob("psm_*")) | set(Path("/dev/shm").glob("sem.mp-*"))
 
 
-def mapped_shm_segments() -> set[Path]:
-    """Segments some live process still maps: never ours to delete."""
+def mapped_shm_segments(pids: list[int] | None = None) -> set[Path]:
+    """Segments that live processes (all, or `pids`) map; one mapped by anyone is never
+    ours to delete."""
+    files = [Path(f"/proc/{pid}/maps") for pid in pids] if pids is not None else \
+        Path("/proc").glob("[0-9]*/maps")
     mapped: set[Path] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
+    for maps in files:
         try:
             text = maps.read_text()
         except OSError:  # the process ended, or is not ours to read
