@@ -28,19 +28,12 @@ class AppArgs(BaseModel):
 def llm_config_for(tier: TierConfig) -> LLMConfig:
     res = tier.resources
     env = {**OFFLINE_ENV, **tier.env} if res.accelerator == "cpu" else dict(tier.env)
-    scaling = tier.autoscaling
-    autoscaling = {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
-                   "target_ongoing_requests": scaling.target_ongoing_requests,
-                   "upscale_delay_s": scaling.upscale_delay_s,
-                   "downscale_delay_s": scaling.downscale_delay_s}
-    if scaling.initial_replicas is not None:
-        autoscaling["initial_replicas"] = scaling.initial_replicas
     kwargs: dict[str, Any] = dict(
         model_loading_config={"model_id": tier.served_model_name, "model_source": tier.model_source},
         engine_kwargs={**tier.engine_kwargs, "max_model_len": tier.max_model_len},
         runtime_env={"env_vars": env},
         deployment_config={
-            "autoscaling_config": autoscaling,
+            "autoscaling_config": tier.autoscaling.to_serve(),
             "max_ongoing_requests": tier.max_ongoing_requests,
             "max_queued_requests": tier.max_queued_requests,
             "ray_actor_options": {"num_cpus": res.num_cpus},

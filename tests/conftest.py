@@ -73,6 +73,7 @@ def tierserve_stack():
     temp_dir = tempfile.mkdtemp(prefix="tsr-", dir="/tmp")  # short: Ray's unix sockets
     shm_before = shm_segments()
     dash_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    node_id = None
     config = load_config("local-cpu")
     # Serve's data-path switches reach every process of the cluster through the raylet's env;
     # HAProxy gets free ports so a `make up` stack on the same machine is left alone.
@@ -81,6 +82,7 @@ def tierserve_stack():
         ray.init(address="local", num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1",
                  dashboard_port=dash_port, _temp_dir=temp_dir, _metrics_export_port=metrics_port,
                  log_to_driver=False)
+        node_id = ray.get_runtime_context().get_node_id()
         dashboard_url = f"http://127.0.0.1:{dash_port}"
         cfg_path = Path(temp_dir) / "serve_config.yaml"
         cfg_path.write_text(yaml.safe_dump(
@@ -108,6 +110,8 @@ def tierserve_stack():
                 with contextlib.suppress(Exception):
                     proc.kill()
             shutil.rmtree(temp_dir, ignore_errors=True)
+            if node_id:  # HAProxy's config and sockets, kept per Ray node id
+                shutil.rmtree(Path("/tmp/haproxy-serve") / node_id, ignore_errors=True)
             # Ours: they appeared during the session and no live process maps them.
             for segment in shm_segments() - shm_before - mapped_shm_segments():
                 segment.unlink(missing_ok=True)

@@ -202,8 +202,24 @@ def test_suspend_keeps_config_and_drops_gpu_pods(default: Rendered) -> None:
     fast = _groups(suspended)["tier-fast"]
     assert (fast["minReplicas"], fast["maxReplicas"], fast["replicas"]) == (0, 0, 0)
     assert _groups(suspended)["tier-reasoning"] == _groups(default)["tier-reasoning"]
-    before, after = (_one(r.objects, "RayService")["spec"]["serveConfigV2"] for r in (default, suspended))
+    before, after = (yaml.safe_load(_one(r.objects, "RayService")["spec"]["serveConfigV2"])
+                     for r in (default, suspended))
+    # Serve scales the suspended tier's deployment to zero; nothing else changes.
+    [override] = after["applications"][0].pop("deployments")
     assert before == after
+    fast_scaling = default.config.tier("fast").autoscaling
+    assert override == {"name": "tier-fast", "autoscaling_config": {
+        **fast_scaling.to_serve(), "min_replicas": 0, "initial_replicas": 0}}
+    assert not consistency.check(suspended.objects, suspended.config)
+
+
+def test_consistency_catches_a_suspended_tier_without_its_serve_override() -> None:
+    suspended = render([], extra_values={"tiers": {"fast": {"suspend": True}}})
+    objects = copy.deepcopy(suspended.objects)
+    rs = _one(objects, "RayService")
+    rs["spec"]["serveConfigV2"] = yaml.safe_dump(
+        render_serve_config(suspended.config, offline=False, http_host="0.0.0.0", http_port=8000))
+    assert "serveConfigV2 differs from configs/" in "\n".join(consistency.check(objects, suspended.config))
 
 
 def test_suspend_commands() -> None:
@@ -212,9 +228,13 @@ def test_suspend_commands() -> None:
                    "--set", "tiers.fast.suspend=true", "--set", "tiers.reasoning.suspend=true"]
     [patch] = cost.kubectl_commands(render([]), "ns", ["reasoning"], suspend=True)
     assert patch[:7] == ["kubectl", "--namespace", "ns", "patch", "rayservice", "tierserve", "--type=json"]
-    ops = yaml.safe_load(patch[-1])
-    assert {op["path"].rsplit("/", 1)[1]: op["value"] for op in ops} == {
-        "minReplicas": 0, "maxReplicas": 0, "replicas": 0}
+    ops = {op["path"].rsplit("/", 1)[1]: op["value"] for op in yaml.safe_load(patch[-1])}
+    serve = yaml.safe_load(ops.pop("serveConfigV2"))
+    assert ops == {"minReplicas": 0, "maxReplicas": 0, "replicas": 0}
+    assert [d["name"] for d in serve["applications"][0]["deployments"]] == ["tier-reasoning"]
+    [resume] = cost.kubectl_commands(render([]), "ns", ["reasoning"], suspend=False)
+    ops = {op["path"].rsplit("/", 1)[1]: op["value"] for op in yaml.safe_load(resume[-1])}
+    assert "deployments" not in yaml.safe_load(ops["serveConfigV2"])["applications"][0]
 
 
 def test_generated_values_reproduce_the_render_through_plain_helm(default: Rendered, tmp_path: Path) -> None:

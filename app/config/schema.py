@@ -33,6 +33,10 @@ class AutoscalingConfig(Strict):
             raise ValueError("min_replicas must be <= max_replicas")
         return self
 
+    def to_serve(self) -> dict[str, Any]:
+        """Ray Serve's `autoscaling_config` for a deployment."""
+        return self.model_dump(exclude_none=True)
+
 
 class TierResources(Strict):
     """Ray resources of one replica (the engine's own bundle included)."""

@@ -53,12 +53,19 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
+def suspended_tiers(rs: dict[str, Any], config: TierserveConfig) -> frozenset[str]:
+    """Tiers whose worker group carries the chart's suspend annotation."""
+    marked = {name for name, _, tpl in _pod_groups(rs)
+              if ((tpl.get("metadata") or {}).get("annotations") or {}).get("tierserve.io/suspended") == "true"}
+    return frozenset(t.name for t in config.tiers if f"tier-{t.name}" in marked)
+
+
 def check_serve_config(rs: dict[str, Any], config: TierserveConfig) -> list[str]:
     try:
         doc = yaml.safe_load(rs["spec"]["serveConfigV2"])
     except yaml.YAMLError as exc:
         return [f"serveConfigV2 does not parse: {exc}"]
-    want = serve_config_doc(config)
+    want = serve_config_doc(config, suspended_tiers(rs, config))
     if doc != want:
         return [f"serveConfigV2 differs from configs/ (profile {config.profile}):\n"
                 f"  rendered: {doc}\n  expected: {want}"]

@@ -15,7 +15,9 @@ import shutil
 import subprocess
 from typing import Any
 
-from app.k8s.render import CHART_DIR, Rendered
+import yaml
+
+from app.k8s.render import CHART_DIR, Rendered, serve_config_doc
 
 
 def helm_commands(release: str, namespace: str, tiers: list[str], suspend: bool,
@@ -26,7 +28,9 @@ def helm_commands(release: str, namespace: str, tiers: list[str], suspend: bool,
 
 def kubectl_commands(rendered: Rendered, namespace: str, tiers: list[str],
                      suspend: bool) -> list[list[str]]:
-    """A JSON patch per tier worker group; indexes come from the rendered RayService."""
+    """One JSON patch: each tier's worker group, and serveConfigV2 with the scale-to-zero
+    override of the tiers given (on resume: none). Indexes come from the rendered RayService;
+    the tiers named are taken as the whole suspended set."""
     rs = next(o for o in rendered.objects if o["kind"] == "RayService")
     groups = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     plans = {t["name"]: t for t in rendered.values["generated"]["tiers"]}
@@ -37,6 +41,9 @@ def kubectl_commands(rendered: Rendered, namespace: str, tiers: list[str],
         base = f"/spec/rayClusterConfig/workerGroupSpecs/{index}"
         ops += [{"op": "replace", "path": f"{base}/{k}", "value": v}
                 for k, v in (("minReplicas", lo), ("maxReplicas", hi), ("replicas", lo))]
+    serve = serve_config_doc(rendered.config, frozenset(tiers) if suspend else frozenset())
+    ops.append({"op": "replace", "path": "/spec/serveConfigV2",
+                "value": yaml.safe_dump(serve, sort_keys=False)})
     name = rs["metadata"]["name"]
     return [["kubectl", "--namespace", namespace, "patch", "rayservice", name, "--type=json",
              "-p", json.dumps(ops)]]

@@ -51,10 +51,22 @@ class Rendered:
     warnings: list[str] = field(default_factory=list)
 
 
-def serve_config_doc(config: TierserveConfig) -> dict[str, Any]:
-    """The Serve config a RayService runs: the same function that writes serve_config.yaml."""
-    return render_serve_config(config, offline=False, http_host=SERVE_HTTP_HOST,
-                               http_port=SERVE_CONTAINER_PORT)
+def suspended_deployment(tier: TierConfig) -> dict[str, Any]:
+    """Serve's override for a suspended tier: its deployment scales to zero, so the app stays
+    RUNNING instead of waiting forever for the GPU pods that suspend removed."""
+    scaling = {**tier.autoscaling.to_serve(), "min_replicas": 0, "initial_replicas": 0}
+    return {"name": tier.deployment_name, "autoscaling_config": scaling}
+
+
+def serve_config_doc(config: TierserveConfig, suspended: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The Serve config a RayService runs: the same function that writes serve_config.yaml,
+    plus the scale-to-zero override of each suspended tier (in the profile's tier order)."""
+    doc = render_serve_config(config, offline=False, http_host=SERVE_HTTP_HOST,
+                              http_port=SERVE_CONTAINER_PORT)
+    overrides = [suspended_deployment(t) for t in config.tiers if t.name in suspended]
+    if overrides:
+        doc["applications"][0]["deployments"] = overrides
+    return doc
 
 
 def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +133,7 @@ def plan_tier(tier: TierConfig, tv: dict[str, Any]) -> dict[str, Any]:
         "minWorkers": math.ceil(auto.min_replicas / per_worker),
         "maxWorkers": math.ceil(auto.max_replicas / per_worker),
         "serveMinReplicas": auto.min_replicas, "serveMaxReplicas": auto.max_replicas,
+        "suspendedServeDeployment": suspended_deployment(tier),
     }
 
 
@@ -150,7 +163,8 @@ def _check_tier(tier: TierConfig, tv: dict[str, Any], plan: dict[str, Any]) -> l
     if lo > hi:
         raise RenderError(f"tiers.{name}: minReplicas {lo} > maxReplicas {hi}")
     if tv.get("suspend"):
-        warnings.append(f"tier {name} is suspended: no GPU pods, its Serve replicas stay pending")
+        warnings.append(f"tier {name} is suspended: no GPU pods; its Serve deployment scales to "
+                        f"zero and `auto` requests go to the other tiers")
         return warnings
     if hi == 0:
         raise RenderError(f"tiers.{name}.maxReplicas=0: tier {name}'s replicas could never be "
