@@ -114,6 +114,11 @@ def stop(stack: LocalStack) -> list[Path]:
     subprocess.run([_bin("serve"), "shutdown", "-y", "--address", stack.dashboard_url],
                    env=engine_env(), check=False)
     subprocess.run([_bin("ray"), "stop"], env=engine_env(), check=False)
+    return remove_orphaned_segments(ours)
+
+
+def remove_orphaned_segments(ours: set[Path]) -> list[Path]:
+    """Delete those of `ours` (segments our processes mapped) that nothing maps any more."""
     left = sorted(s for s in ours - mapped_shm_segments() if s.exists())
     for segment in left:
         segment.unlink(missing_ok=True)

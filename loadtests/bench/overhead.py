@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from app.local_cluster import free_port
+import psutil
+
+from app.local_cluster import free_port, mapped_shm_segments, remove_orphaned_segments
 from loadtests.bench.stats import median_of_passes, pass_figures, ratio
 from loadtests.bench.stream_client import chat_body, run_pass
 from loadtests.bench import targets as tg
@@ -97,6 +99,8 @@ def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[Running]:
             found[TIERSERVE] = tg.Target(TIERSERVE, f"{base}/v1/chat/completions")
         yield Running(found, cold, bare.pid if bare is not None else None)
     finally:
+        # vLLM engines leave their shared-memory segments behind; note ours before stopping.
+        ours = mapped_shm_segments([p.pid for p in psutil.Process().children(recursive=True)])
         try:
             if ray_up:
                 _stop_serve()
@@ -104,6 +108,7 @@ def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[Running]:
             for proc in (rayllm, bare):
                 if proc is not None:
                     tg.stop_tree(proc)
+            remove_orphaned_segments(ours)
 
 
 def _stop_serve() -> None:
