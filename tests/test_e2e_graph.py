@@ -30,6 +30,26 @@ def test_deployed_through_serve_deploy_cli_is_running(tierserve_stack):
         assert name in status.stdout
 
 
+def test_configured_serve_data_path_is_live(tierserve_stack):
+    """configs/server.yaml ray_serve reaches the cluster: HAProxy owns the Serve HTTP port
+    and the replicas run at the configured niceness."""
+    import psutil
+
+    from app.config import load_config
+    from app.local_cluster import LocalStack, stack_processes
+
+    runtime = load_config("local-cpu").server.ray_serve
+    assert runtime.haproxy, "this test covers the shipped HAProxy mode"
+    port = int(tierserve_stack.base_url.rsplit(":", 1)[1])
+    listeners = {c.pid for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert listeners and {psutil.Process(pid).name() for pid in listeners} == {"haproxy"}
+    ours = stack_processes(LocalStack(temp_dir=str(tierserve_stack.log_dir.parents[2])))
+    replicas = [p for p in ours if "ServeReplica:tierserve:" in " ".join(p.cmdline())]
+    assert len(replicas) >= 4
+    assert {p.nice() for p in replicas} == {runtime.worker_niceness}
+
+
 def test_health_and_readiness(tierserve_stack):
     assert httpx.get(f"{tierserve_stack.base_url}/healthz").json() == {"status": "alive"}
     ready = httpx.get(f"{tierserve_stack.base_url}/readyz")
