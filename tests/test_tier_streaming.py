@@ -73,7 +73,9 @@ def test_window_is_read_per_batch():
 
     batches = asyncio.run(_collect(coalesce(_ticks(30, 0.002), window_s=window)))
     assert [x for b in batches for x in b] == [f"t{i}" for i in range(30)]
-    assert len(calls) == len(batches) - 1  # not read for the first batch, once for each other
+    # Never for the first batch, at most once for each other (not for a batch the stream's end
+    # completed), and so far fewer times than items.
+    assert 1 <= len(calls) <= len(batches) - 1 < 29
 
 
 def test_stream_end_does_not_wait_out_the_window():

@@ -76,7 +76,9 @@ def hop_breakdown(serve_base: str, bare_base: str, served_model: str, tier_deplo
     return figures
 
 
-FRONT_ENDS = ("ray::ProxyActor", "ray::ServeReplica:tierserve:", "ray::ServeReplica:rayllm:")
+# Serve's HTTP path: the Python proxy or, in HAProxy mode, HAProxy's manager (haproxy is its child).
+FRONT_ENDS = ("ray::ProxyActor", "ray::HAProxyManager", "ray::ServeReplica:tierserve:",
+              "ray::ServeReplica:rayllm:")
 
 
 def pin_front_ends(cores: list[int], extra_pids: tuple[int, ...] = ()) -> list[int]:
@@ -97,7 +99,8 @@ def _cmd0(proc: psutil.Process) -> str:
 
 def _label(proc: psutil.Process) -> str:
     name = _cmd0(proc)
-    for key in ("ProxyActor", "ingress", "router", "tier-", "LLMServer", "EngineCore", "Worker", "api_server"):
+    for key in ("ProxyActor", "HAProxyManager", "haproxy", "ingress", "router", "tier-", "LLMServer",
+                "EngineCore", "Worker", "api_server"):
         if key in name or key in " ".join(proc.cmdline()[:4]):
             return key.rstrip("-")
     return "other"
