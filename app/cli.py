@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from app.config.loader import REPO_ROOT, ConfigError, list_profiles, load_config
+from app.local_cluster import StackError
 from app.serve_config import dump_serve_config, profile_of, render_serve_config
 
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
@@ -49,7 +50,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_env(args: argparse.Namespace) -> int:
-    """Shell exports for `ray start` on any node: Serve's data-path switches from configs/."""
+    """Shell exports for `ray start` on any node: Serve's data-path switches from configs/,
+    and Ray's token auth (each node needs the head's token; see the README)."""
+    print("# Ray 2.60 token auth: create the token once on the head (`ray get-auth-token --generate`),\n"
+          "# then copy ~/.ray/auth_token to every node (or set RAY_AUTH_TOKEN_PATH/RAY_AUTH_TOKEN).")
+    print("export RAY_AUTH_MODE=token")
     for key, value in load_config(args.profile).server.ray_serve.env().items():
         print(f"export {key}={value}")
     return 0
@@ -61,12 +66,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack = lc.LocalStack(serve_port=args.port)
     config = load_config(profile_of(Path(args.config).read_text()))
     started = time.monotonic()
-    lc.start_ray(stack, config.server.ray_serve)
+    token = lc.start_ray(stack, config.server.ray_serve)
     lc.serve_deploy(stack, Path(args.config))
-    state = lc.wait_ready(stack.base_url, args.timeout)
+    try:
+        state = lc.wait_ready(stack.base_url, args.timeout)
+    except StackError as exc:
+        raise StackError(f"{exc}\n  replica logs: {stack.temp_dir}/session_latest/logs/serve/; "
+                         "stop the stack with `make down`") from exc
     print(f"\nTierserve is ready in {time.monotonic() - started:.0f}s: {state['tiers']}")
     print(f"  OpenAI API:     {stack.base_url}/v1")
     print(f"  Ray dashboard:  {stack.dashboard_url}")
+    if token:
+        print(f"                  log in with Ray's auth token ({token}); print it with:\n"
+              f"                  {Path(sys.executable).with_name('ray')} get-auth-token")
     print(f"  Ray metrics:    http://127.0.0.1:{stack.metrics_port}/metrics")
     print("\nTry:\n  curl -N " f"{stack.base_url}/v1/chat/completions -H 'content-type: application/json' \\\n"
           "    -d '{\"model\": \"auto\", \"stream\": true, \"max_tokens\": 32, "
@@ -83,7 +95,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     stack = lc.LocalStack(serve_port=args.port)
     try:
         ready = lc.wait_ready(stack.base_url, timeout_s=5)
-    except TimeoutError as exc:
+    except StackError as exc:
         ready = {"ready": False, "error": str(exc)}
     print(json.dumps({"url": stack.base_url, **ready, "memory": lc.stack_memory_mb(stack)}, indent=2))
     return 0 if ready.get("ready") else 1
@@ -92,9 +104,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from app import local_cluster as lc
 
-    removed = lc.stop(lc.LocalStack())
+    stack = lc.LocalStack()
+    if not lc.stack_processes(stack):
+        print(f"no Tierserve stack is running (Ray temp dir {stack.temp_dir})")
+    removed = lc.stop(stack)
     if removed:
         print(f"removed {len(removed)} shared-memory segment(s) the engines left in /dev/shm")
+    print("Tierserve stack stopped")
     return 0
 
 
@@ -151,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tierserve: {exc}", file=sys.stderr)
         return 2
+    except StackError as exc:  # the local stack failed in a way the user can act on
+        print(f"tierserve: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

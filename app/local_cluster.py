@@ -18,6 +18,11 @@ from pathlib import Path
 
 from app.config.loader import REPO_ROOT
 from app.config.schema import RayServeRuntime
+from app.engine_shm import LEDGER_ENV, mapped_shm_segments, read_ledger, remove_orphaned_segments
+
+
+class StackError(RuntimeError):
+    """A failure the user can act on, told in one line."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class LocalStack:
     # replica and one for its engine, on a 2-core machine too.
     num_cpus: int = 8
     temp_dir: str = "/tmp/tierserve-ray"
+
+    @property
+    def shm_ledger(self) -> Path:
+        """Where the stack's replicas record their engines' pids and /dev/shm segments."""
+        return Path(self.temp_dir) / "tierserve-shm"
 
     @property
     def dashboard_url(self) -> str:
@@ -70,29 +80,82 @@ def engine_env() -> dict[str, str]:
 
 def ray_node_env(stack: LocalStack, runtime: RayServeRuntime) -> dict[str, str]:
     """Env for a Ray node of `stack`: offline engines plus Serve's data-path switches."""
-    return {**engine_env(), **runtime.env(stack.haproxy_metrics_port, stack.haproxy_stats_port)}
+    return {**engine_env(), **runtime.env(stack.haproxy_metrics_port, stack.haproxy_stats_port),
+            LEDGER_ENV: str(stack.shm_ledger)}
 
 
 def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def start_ray(stack: LocalStack, runtime: RayServeRuntime) -> None:
-    subprocess.run(
+def auth_token_path() -> Path:
+    """Where Ray's clients read the token from: RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def ensure_auth_token(env: dict[str, str]) -> Path | None:
+    """Under token auth, create Ray's token if there is none (`ray get-auth-token --generate`,
+    Ray's own way); never print it. Returns where it lives, or None when auth is off."""
+    if env.get("RAY_AUTH_MODE", "").lower() != "token" or env.get("RAY_AUTH_TOKEN"):
+        return None
+    path = auth_token_path()
+    if not path.is_file() or not path.read_text().strip():
+        done = subprocess.run([_bin("ray"), "get-auth-token", "--generate"], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0 or not path.is_file():
+            raise StackError(f"could not create Ray's auth token at {path}: "
+                             f"{done.stderr.strip().splitlines()[-1:] or 'no output'}")
+    return path
+
+
+_AUTH_FAILURES = ("Unauthorized", "Forbidden: Invalid authentication token", "AuthenticationError",
+                  "authentication token is invalid")
+
+
+def run_ray_cli(args: list[str], env: dict[str, str], what: str) -> str:
+    """Run a `ray`/`serve` command; a failure becomes one line that says what to do."""
+    done = subprocess.run(args, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode == 0:
+        return done.stdout
+    output = done.stdout + done.stderr
+    if any(marker in output for marker in _AUTH_FAILURES):
+        raise StackError(
+            f"{what}: the Ray cluster refused the auth token in {auth_token_path()}. It was started "
+            "with another token (another HOME or user?): stop it with the token it was started "
+            "with, or point RAY_AUTH_TOKEN_PATH at that token.")
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    raise StackError(f"{what} failed (exit {done.returncode}):\n{tail}")
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_ray(stack: LocalStack, runtime: RayServeRuntime) -> Path | None:
+    """Start the head node; returns the auth token's path (None when token auth is off)."""
+    busy = [p for p in (stack.gcs_port, stack.dashboard_port, stack.serve_port) if _port_in_use(p)]
+    if busy:
+        raise StackError(f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use: "
+                         "is a Tierserve stack already up? `make down` first, or `tierserve up --port N`")
+    env = ray_node_env(stack, runtime)
+    token = ensure_auth_token(env)
+    run_ray_cli(
         [_bin("ray"), "start", "--head", f"--port={stack.gcs_port}",
          f"--num-cpus={stack.num_cpus}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={stack.dashboard_port}", f"--metrics-export-port={stack.metrics_port}",
          f"--temp-dir={stack.temp_dir}", "--disable-usage-stats"],
-        check=True, env=ray_node_env(stack, runtime), cwd=REPO_ROOT)
+        env, "ray start")
+    return token
 
 
 def serve_deploy(stack: LocalStack, config_file: Path) -> None:
-    subprocess.run([_bin("serve"), "deploy", str(config_file), "--address", stack.dashboard_url],
-                   check=True, env=engine_env(), cwd=REPO_ROOT)
+    run_ray_cli([_bin("serve"), "deploy", str(config_file), "--address", stack.dashboard_url],
+                engine_env(), "serve deploy")
 
 
 def wait_ready(base_url: str, timeout_s: float = 600) -> dict:
-    """Poll /readyz until every tier has answered its warm-up."""
+    """Poll /readyz until every tier has answered its warm-up; StackError on timeout."""
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     while time.monotonic() < deadline:
@@ -104,45 +167,41 @@ def wait_ready(base_url: str, timeout_s: float = 600) -> dict:
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(2)
-    raise TimeoutError(f"Tierserve not ready after {timeout_s:.0f}s; last answer: {last}")
+    raise StackError(f"Tierserve not ready after {timeout_s:.0f}s; last /readyz answer: {last}")
 
 
-def stop(stack: LocalStack) -> list[Path]:
-    """Shut Serve and Ray down, then remove the shared-memory segments the stack's vLLM
-    engines mapped and left behind (only those, and only once nothing maps them)."""
-    ours = mapped_shm_segments([p.pid for p in stack_processes(stack)])
-    subprocess.run([_bin("serve"), "shutdown", "-y", "--address", stack.dashboard_url],
-                   env=engine_env(), check=False)
-    subprocess.run([_bin("ray"), "stop"], env=engine_env(), check=False)
-    return remove_orphaned_segments(ours)
+def stop(stack: LocalStack, grace_s: float = 15) -> list[Path]:
+    """Shut Serve down, stop the stack's own processes by PID (never another Ray of the
+    user's), then remove the /dev/shm segments its engines left: those mapped now and those
+    its replicas recorded, including replicas that died earlier."""
+    import psutil
 
-
-def remove_orphaned_segments(ours: set[Path]) -> list[Path]:
-    """Delete those of `ours` (segments our processes mapped) that nothing maps any more."""
-    left = sorted(s for s in ours - mapped_shm_segments() if s.exists())
-    for segment in left:
-        segment.unlink(missing_ok=True)
-    return left
-
-
-def shm_segments() -> set[Path]:
-    """vLLM's shared-memory segments; engines leave them behind after shutdown under Ray."""
-    return set(Path("/dev/shm").glob("psm_*")) | set(Path("/dev/shm").glob("sem.mp-*"))
-
-
-def mapped_shm_segments(pids: list[int] | None = None) -> set[Path]:
-    """Segments that live processes (all, or `pids`) map; one mapped by anyone is never
-    ours to delete."""
-    files = [Path(f"/proc/{pid}/maps") for pid in pids] if pids is not None else \
-        Path("/proc").glob("[0-9]*/maps")
-    mapped: set[Path] = set()
-    for maps in files:
+    recorded_procs, recorded_segments = read_ledger(stack.shm_ledger)
+    procs = stack_processes(stack)
+    ours = mapped_shm_segments([p.pid for p in procs]) | recorded_segments
+    if procs and _port_in_use(stack.dashboard_port):
+        try:  # graceful: replicas stop their engines; the processes below go either way
+            run_ray_cli([_bin("serve"), "shutdown", "-y", "--address", stack.dashboard_url],
+                        engine_env(), "serve shutdown")
+        except StackError as exc:
+            print(f"tierserve: {exc}", file=sys.stderr)
+    procs = stack_processes(stack)  # + engines of replicas killed earlier, if any still run
+    procs += [p for p in recorded_procs if p.pid not in {q.pid for q in procs}]
+    for proc in procs:
         try:
-            text = maps.read_text()
-        except OSError:  # the process ended, or is not ours to read
+            proc.terminate()
+        except psutil.Error:
             continue
-        mapped |= {Path(line.split()[-1]) for line in text.splitlines() if "/dev/shm/" in line}
-    return mapped
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(alive, timeout=5)
+    for entry in stack.shm_ledger.glob("*.json"):
+        entry.unlink(missing_ok=True)
+    return remove_orphaned_segments(ours)
 
 
 def stack_processes(stack: LocalStack) -> list:

@@ -25,6 +25,7 @@ import psutil
 from ray.llm._internal.serve.core.protocol import RawRequestInfo
 from ray.serve.llm import LLMServer
 
+from app import engine_shm
 from app.config.schema import TierConfig
 from app.protocol.internal import TierCall, TierError, TierFinal
 
@@ -127,6 +128,8 @@ class TierServer(LLMServer):
             logger.info("tier %s: pinned engine pids %s to cores %s",
                         tier.name, pinned, tier.resources.cpu_cores)
         await self._warm_up()
+        # So the stack's `down` can clean up after this engine even if this replica is killed.
+        engine_shm.record_engine(tier.name, psutil.Process().children(recursive=True))
 
     async def _warm_up(self) -> None:
         call = TierCall(request_id=f"warmup-{os.getpid()}", endpoint="completion",

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.local_cluster import (LocalStack, engine_env, free_port, mapped_shm_segments,
-                               shm_segments, stack_processes)
+from app.engine_shm import mapped_shm_segments, shm_segments
+from app.local_cluster import LocalStack, engine_env, free_port, stack_processes
 
 # Before anything imports ray: it reads RAY_AUTH_MODE and friends once, at import.
 os.environ.update(engine_env())

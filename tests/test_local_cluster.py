@@ -8,7 +8,7 @@ import sys
 from multiprocessing import shared_memory
 from pathlib import Path
 
-from app.local_cluster import mapped_shm_segments
+from app.engine_shm import mapped_shm_segments
 
 
 def test_mapped_segments_are_found_per_process() -> None:
@@ -33,3 +33,47 @@ def test_a_process_that_is_gone_maps_nothing() -> None:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     assert mapped_shm_segments([int(done.stdout)]) == set()
+
+
+def test_the_ledger_names_segments_of_an_engine_killed_outright(tmp_path, monkeypatch) -> None:
+    """A replica records its engine; after a kill -9 the ledger still names the segment
+    (so `down` removes it) and no longer names the dead process."""
+    import psutil
+
+    from app import engine_shm
+
+    monkeypatch.setenv(engine_shm.LEDGER_ENV, str(tmp_path))
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from multiprocessing import shared_memory as s; "
+         "m = s.SharedMemory(create=True, size=4096); print(m.name, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        path = Path("/dev/shm") / child.stdout.readline().strip().lstrip("/")
+        engine_shm.record_engine("fast", [psutil.Process(child.pid)])
+        procs, segments = engine_shm.read_ledger(tmp_path)
+        assert path in segments and [p.pid for p in procs] == [child.pid]
+        child.kill()
+        child.wait()
+        procs, segments = engine_shm.read_ledger(tmp_path)
+        assert procs == [] and path in segments
+        assert engine_shm.remove_orphaned_segments(segments) == [path]
+        assert not path.exists()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_missing_ray_auth_token_is_created_once(tmp_path, monkeypatch) -> None:
+    from app.local_cluster import auth_token_path, ensure_auth_token, engine_env
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    env = {**engine_env(), "HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_AUTH_TOKEN", None)
+    path = ensure_auth_token(env)
+    assert path == tmp_path / ".ray" / "auth_token" == auth_token_path()
+    token = path.read_text().strip()
+    assert len(token) >= 32
+    assert ensure_auth_token(env) == path and path.read_text().strip() == token  # kept, not replaced
+    assert ensure_auth_token({**env, "RAY_AUTH_MODE": "disabled"}) is None

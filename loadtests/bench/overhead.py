@@ -21,7 +21,8 @@ from typing import Any, Iterator
 
 import psutil
 
-from app.local_cluster import free_port, mapped_shm_segments, remove_orphaned_segments
+from app.engine_shm import mapped_shm_segments, remove_orphaned_segments
+from app.local_cluster import free_port
 from loadtests.bench.stats import median_of_passes, pass_figures, ratio
 from loadtests.bench.stream_client import chat_body, run_pass
 from loadtests.bench import targets as tg
