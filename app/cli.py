@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = models.add_parser("make-tiny", help="create the tiny offline test models")
     tiny.add_argument("--out", default=str(REPO_ROOT / "models"))
     tiny.set_defaults(func=cmd_make_tiny)
+    from app.models.cli import add_model_commands
+
+    add_model_commands(models)  # push, pull, list, verify
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
     render = config.add_parser("render", help="write serve_config.yaml from configs/")
