@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_down)
 
     for module, adder in (("app.routing.cli", "add_routing_commands"), ("app.k8s.cli", "add_k8s_commands"),
-                          ("loadtests.cli", "add_loadtest_commands")):
+                          ("loadtests.cli", "add_loadtest_commands"),
+                          ("app.keytools.cli", "add_keys_commands")):
         try:
             mod = __import__(module, fromlist=[adder])
         except ModuleNotFoundError as exc:

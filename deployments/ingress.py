@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,9 +19,17 @@ from ray.serve.handle import DeploymentHandle
 
 from app.config.schema import TierserveConfig
 from app.http.errors import OpenAIError, from_validation_error, install_error_handlers
+from app.http.admin import admin_router
 from app.http.limits import Admission, load_api_keys
+from app.keys.counters import make_counters
+from app.keys.enforcer import KeyEnforcer, Principal, Ticket
+from app.keys.models import UsageEvent
+from app.keys.secrets import AdminKeys
+from app.keys.store import open_store, redact_url
+from app.keys.usage import UsageRecorder
 from app.protocol.internal import RouteDecision, RouteRequest, TierCall, TierError, TierFinal
 from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from app.routing.features import estimate_tokens
 from deployments.dispatch import Dispatcher, Opened
 from deployments.metrics import IngressMetrics, reason_kind
 
@@ -45,10 +54,14 @@ class RequestRecord:
     attempts: int = 0
     stream: bool = False
     prompt: str | None = None
+    team: str | None = None  # keyed requests only
+    ticket: Ticket | None = None  # what the key reserved; reconciled when the request ends
+    limit_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*
 
     def headers(self) -> dict[str, str]:
         # x-request-id is set by Serve's proxy (it echoes a client's or makes one).
-        return {"x-tierserve-tier": self.tier, "x-tierserve-route-reason": self.reason}
+        return {**self.limit_headers, "x-tierserve-tier": self.tier,
+                "x-tierserve-route-reason": self.reason}
 
 
 class StreamRelay:
@@ -101,6 +114,16 @@ class Gateway:
         self.tiers = tiers
         self.metrics = IngressMetrics()
         self.admission = Admission(config.server, load_api_keys(config.server.api_keys_env))
+        keys = config.server.keys
+        self.store = open_store(keys)
+        log.info("keys database: %s", redact_url(self.store.url))
+        self.usage = UsageRecorder(self.store, keys.usage_flush_s, keys.usage_batch_max)
+        counters_url = os.environ.get(keys.counters_url_env) or keys.counters_url
+        self.keys = KeyEnforcer(config, self.store, make_counters(counters_url, keys.redis_outage),
+                                load_api_keys(config.server.api_keys_env), on_usage=self._on_usage)
+        self.admins = AdminKeys.from_env(keys.admin_keys_env, keys.admin_key_file_env)
+        self._finishing: set[asyncio.Task] = set()
+        self._rank = {t.name: i for i, t in enumerate(config.tiers)}
         self.dispatcher = Dispatcher(tiers, router, config.routing.fallback, self.metrics,
                                      config.server.retry_after_s)
         self._ready = False
@@ -135,8 +158,34 @@ class Gateway:
                               code="model_not_found", param="model")
         return body, parsed
 
+    def check_pins(self, principal: Principal, parsed: Any, request: Request) -> None:
+        """A key may be barred from some tiers, or from choosing its tier at all."""
+        named = self.config.tier_for_model(parsed.model)
+        self.keys.check_pin(principal, named.name if named else None, "model")
+        header = request.headers.get("x-tierserve-tier")
+        if header and self.config.routing.allow_tier_header:
+            by_header = self.config.tier_for_model(header)
+            self.keys.check_pin(principal, by_header.name if by_header else None, "header")
+
+    def within_key(self, decision: RouteDecision, principal: Principal) -> RouteDecision:
+        """Keep an automatic decision inside the key's tiers: the strongest allowed tier not
+        stronger than the router's choice, else the weakest allowed."""
+        if principal.key is None or principal.key.tiers is None:
+            return decision
+        allowed = [t for t in self._rank if principal.may_use(t)]
+        fallbacks = [t for t in decision.fallbacks if t in allowed]
+        if decision.tier in allowed:
+            return decision.model_copy(update={"fallbacks": fallbacks})
+        if not allowed:
+            raise OpenAIError(403, "This API key may use no configured tier.", code="tier_not_allowed")
+        rank = self._rank.get(decision.tier, 0)
+        below = [t for t in allowed if self._rank[t] <= rank]
+        tier = below[-1] if below else allowed[0]
+        return decision.model_copy(update={"tier": tier, "reason": f"key:{decision.reason}",
+                                           "fallbacks": [t for t in fallbacks if t != tier]})
+
     async def decide(self, parsed: Any, endpoint: str, record: RequestRecord,
-                     request: Request) -> RouteDecision:
+                     request: Request, may_pin: bool = True) -> RouteDecision:
         named = self.config.tier_for_model(parsed.model)
         if named is not None:  # pinned by the client: no rules, affinity or fallback apply, no hop
             return RouteDecision(tier=named.name, reason="model")
@@ -144,9 +193,10 @@ class Gateway:
             request_id=record.request_id, endpoint=endpoint, model=parsed.model,
             prompt_text=parsed.prompt_text(), turns=parsed.turns(),
             max_tokens=parsed.requested_max_tokens(),
-            reasoning_effort=getattr(parsed, "reasoning_effort", None),
+            # A key that may not pin its tier cannot force one through reasoning_effort either.
+            reasoning_effort=getattr(parsed, "reasoning_effort", None) if may_pin else None,
             session_id=request.headers.get("x-session-id") or parsed.user,
-            tier_header=request.headers.get("x-tierserve-tier"),
+            tier_header=request.headers.get("x-tierserve-tier") if may_pin else None,
         )
         try:
             return await self.router.route.remote(route_req)
@@ -159,9 +209,25 @@ class Gateway:
         record = RequestRecord(_request_id(request), endpoint)
         request.state.request_id = record.request_id
         try:
-            identity = self.admission.authenticate(request.headers.get("authorization"))
-            self.admission.rate_limit(identity)
+            principal = await self.keys.authenticate(request.headers.get("authorization"))
+            record.team = principal.team if principal.key else None
+            record.limit_headers = await self.keys.admit_request(principal)
+            self.admission.rate_limit(principal.ident)
             body, parsed = await self.parse(request, endpoint)
+            self.check_pins(principal, parsed, request)
+        except OpenAIError as exc:
+            return self._reject(exc, record)
+        record.stream = parsed.stream
+        if self.config.server.log_prompts:
+            record.prompt = parsed.prompt_text()
+        try:
+            decision = self.within_key(
+                await self.decide(parsed, endpoint, record, request, principal.may_pin), principal)
+            record.tier, record.reason = decision.tier, decision.reason
+            record.ticket = await self.keys.reserve(principal, decision.tier,
+                                                    _prompt_estimate(parsed),
+                                                    parsed.requested_max_tokens())
+            record.limit_headers |= record.ticket.headers
         except OpenAIError as exc:
             return self._reject(exc, record)
         try:
@@ -169,12 +235,7 @@ class Gateway:
         except OpenAIError as exc:
             return self._reject(exc, record, cause="overload")
         self.metrics.in_flight.set(self.admission.in_flight)
-        record.stream = parsed.stream
-        if self.config.server.log_prompts:
-            record.prompt = parsed.prompt_text()
         try:
-            decision = await self.decide(parsed, endpoint, record, request)
-            record.tier, record.reason = decision.tier, decision.reason
             wants_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
             if parsed.stream:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
@@ -185,6 +246,7 @@ class Gateway:
             return self._finish_error(exc, record)
         except BaseException:
             self._leave()
+            self._finish_key(record)  # give the key's reservation back
             raise
         record.tier, record.reason, record.attempts = opened.tier, opened.reason, opened.attempts
         if isinstance(opened.first, (TierError, TierFinal)):
@@ -216,8 +278,13 @@ class Gateway:
         return JSONResponse(out.body, headers=record.headers())
 
     def _reject(self, exc: OpenAIError, record: RequestRecord, cause: str | None = None) -> Response:
-        causes = {401: "auth", 429: "rate_limit", 404: "not_found", 413: "validation"}
-        self.metrics.rejections.inc(tags={"cause": cause or causes.get(exc.status, "validation")})
+        causes = {401: "auth", 403: "permission", 429: "rate_limit", 404: "not_found",
+                  413: "validation", 503: "overload"}
+        cause = cause or ("budget" if exc.code == "insufficient_quota"
+                          else causes.get(exc.status, "validation"))
+        self.metrics.rejections.inc(tags={"cause": cause})
+        if record.team is not None and exc.status in (403, 429):
+            self.metrics.key_rejections.inc(tags={"team": record.team, "cause": cause})
         return self._finish_error(exc, record)
 
     def _finish_error(self, exc: OpenAIError, record: RequestRecord) -> Response:
@@ -229,7 +296,28 @@ class Gateway:
         self.admission.leave()
         self.metrics.in_flight.set(self.admission.in_flight)
 
+    def _on_usage(self, event: UsageEvent) -> None:
+        self.usage.add(event)
+        tags = {"team": event.team, "tier": event.tier}
+        self.metrics.team_tokens.inc(event.prompt_tokens, tags={**tags, "kind": "prompt"})
+        self.metrics.team_tokens.inc(event.completion_tokens, tags={**tags, "kind": "completion"})
+        self.metrics.team_cost.inc(event.cost_usd, tags=tags)
+        self.metrics.team_savings.inc(max(0.0, event.strongest_cost_usd - event.cost_usd),
+                                      tags={"team": event.team})
+
+    def _finish_key(self, record: RequestRecord) -> None:
+        """Reconcile the key's reservation and record usage, after the response."""
+        ticket, record.ticket = record.ticket, None
+        if ticket is None or ticket.principal.key is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.keys.finish(
+            ticket, record.prompt_tokens, record.completion_tokens, record.status,
+            record.endpoint, tier=record.tier))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
     def _observe(self, record: RequestRecord) -> None:
+        self._finish_key(record)
         total = time.perf_counter() - record.start
         tier = record.tier
         self.metrics.requests.inc(tags={"tier": tier, "endpoint": record.endpoint,
@@ -275,6 +363,13 @@ class Gateway:
         return all(s in ("ready", "scale-to-zero") for s in states.values()), states
 
 
+def _prompt_estimate(parsed: Any) -> int:
+    """Prompt tokens for admission, before vLLM counts them: ~4 bytes a token plus the chat
+    template's few tokens a message; the exact count reconciles when the request ends."""
+    messages = getattr(parsed, "messages", None)
+    return estimate_tokens(parsed.prompt_text()) + (8 * len(messages) + 8 if messages else 0)
+
+
 def _request_id(request: Request) -> str:
     """Serve's request id, which is the client's x-request-id when it sent one."""
     ctx = serve.context._get_serve_request_context()
@@ -284,6 +379,7 @@ def _request_id(request: Request) -> str:
 def create_http_app(gateway: Gateway) -> FastAPI:
     app = FastAPI(title="Tierserve", version="0.1.0", docs_url="/docs", redoc_url=None)
     install_error_handlers(app)
+    app.include_router(admin_router(gateway.store, gateway.admins, gateway.config.routing.strong_tier))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:

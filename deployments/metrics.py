@@ -2,8 +2,8 @@
 
 Ray exports them on each node's metrics port with a `ray_` prefix, e.g.
 `tierserve_requests_total` appears as `ray_tierserve_requests_total`.
-Labels are bounded: tier, endpoint, status code, route reason kind, cause.
-No request ids, prompts or session ids.
+Labels are bounded: tier, endpoint, status code, route reason kind, cause, team.
+No request ids, key ids, prompts or session ids.
 """
 
 from __future__ import annotations
@@ -52,6 +52,20 @@ class IngressMetrics:
             "tierserve_retries_total", "Extra attempts made for a request.", tag_keys=("tier",))
         self.in_flight = metrics.Gauge(
             "tierserve_in_flight_requests", "Requests being served by this ingress replica.")
+        # Per team (bounded: teams are created by the platform team), never per key.
+        self.team_tokens = metrics.Counter(
+            "tierserve_team_tokens_total", "Tokens used by keyed requests, by team, tier and kind.",
+            tag_keys=("team", "tier", "kind"))
+        self.team_cost = metrics.Counter(
+            "tierserve_team_cost_usd_total", "Cost of keyed requests at the tier's cost_per_1k_tokens.",
+            tag_keys=("team", "tier"))
+        self.team_savings = metrics.Counter(
+            "tierserve_team_savings_usd_total",
+            "What keyed requests would have cost more on the strongest tier (routing's savings).",
+            tag_keys=("team",))
+        self.key_rejections = metrics.Counter(
+            "tierserve_key_rejections_total", "Keyed requests refused by their key's limits, by cause.",
+            tag_keys=("team", "cause"))
 
 
 class RouterMetrics:

@@ -15,6 +15,8 @@ need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# PostgreSQL: the keys/spend database's production backend; the tests start their own server.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   log "installing system packages: ${need_apt[*]}"
@@ -22,7 +24,7 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
   # Debian's package starts services we don't use; Tierserve starts its own on loopback.
-  for svc in prometheus redis-server prometheus-node-exporter; do
+  for svc in prometheus redis-server prometheus-node-exporter postgresql; do
     $SUDO service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

@@ -179,6 +179,31 @@ class RayServeRuntime(Strict):
         return env
 
 
+class KeysConfig(Strict):
+    """Virtual keys, per-key limits and spend (app/keys). Secrets and URLs come from env."""
+
+    # auto: open while the keys database has never held a key and no legacy env keys are set;
+    # keys: always require a key; open: never (local use only).
+    auth: Literal["auto", "keys", "open"] = "auto"
+    db_url_env: str = Field("TIERSERVE_DB_URL", description="env var with the database URL")
+    # Used when db_url_env is unset: SQLite in the state dir (relative to the repo root).
+    default_db_url: str = "sqlite:///.tierserve/keys.db"
+    admin_keys_env: str = Field("TIERSERVE_ADMIN_KEYS", description="comma-separated admin keys")
+    admin_key_file_env: str = Field("TIERSERVE_ADMIN_KEY_FILE", description="file with admin keys")
+    # Shared counters (RPM/TPM/concurrency/budget): redis://... or memory:// (per replica).
+    counters_url_env: str = "TIERSERVE_REDIS_URL"
+    counters_url: str = "memory://"
+    # When Redis is unreachable: fail_open keeps serving with this replica's in-process
+    # limits; fail_closed answers 503 with Retry-After. Never a 500.
+    redis_outage: Literal["fail_open", "fail_closed"] = "fail_open"
+    # A key looked up is reused this long: revocation reaches every replica within it.
+    cache_ttl_s: float = Field(1.0, gt=0, le=2)
+    # Completion tokens reserved when a request sets no max_tokens (reconciled at the end).
+    default_completion_reserve: int = Field(256, ge=1)
+    usage_flush_s: float = Field(1.0, gt=0)  # usage rows are written in batches this often
+    usage_batch_max: int = Field(500, gt=0)
+
+
 class ServerConfig(Strict):
     route_prefix: str = "/"
     # Names of env vars holding comma-separated API keys; none set means open access.
@@ -191,6 +216,7 @@ class ServerConfig(Strict):
     ingress_replicas: int = Field(1, ge=1)
     router_replicas: int = Field(1, ge=1)
     log_prompts: bool = False  # debug only: prompt text in logs
+    keys: KeysConfig = KeysConfig()
     ray_serve: RayServeRuntime = RayServeRuntime()
 
 

@@ -1,0 +1,1 @@
+"""Operator tooling for virtual keys and spend: `tierserve keys ...`, `tierserve usage`."""
