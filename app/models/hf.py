@@ -59,7 +59,8 @@ def resolve(source: str) -> HFResult:
     repo_id, revision = split_id(source)
     cache = hub_cache_dir()
     kwargs = dict(repo_id=repo_id, revision=revision, cache_dir=str(cache),
-                  allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS)
+                  allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS,
+                  endpoint=os.environ.get("HF_ENDPOINT") or None)
     t0 = time.monotonic()
     try:
         cached = snapshot_download(**kwargs, local_files_only=True)
