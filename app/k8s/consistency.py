@@ -2,7 +2,8 @@
 
 serveConfigV2 equals what configs/ produce; each tier's Serve replica fits the worker group
 meant for it; GPU counts agree between Ray and Kubernetes; Ray start parameters are strings;
-the ports that Services, NetworkPolicies and PodMonitors name exist on the pods.
+the ports that Services, NetworkPolicies and PodMonitors name exist on the pods; each tier
+pod keeps its model caches on a volume, and an s3:// tier gets its credentials from a Secret.
 """
 
 from __future__ import annotations
@@ -173,10 +174,63 @@ def check_serve_env(rs: dict[str, Any], config: TierserveConfig) -> list[str]:
     return errors
 
 
+MODEL_CACHE_ENV = ("TIERSERVE_MODEL_CACHE", "HF_HUB_CACHE")
+# Never inlined: these come from a Secret (secretKeyRef or envFrom) or not at all.
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN",
+              "TIERSERVE_API_KEYS")
+
+
+def _under(path: str, mount: str) -> bool:
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+def check_model_cache(rs: dict[str, Any], config: TierserveConfig) -> list[str]:
+    """Each tier pod's model caches sit on a volume of their own (not the container's root
+    disk, not /dev/shm), and an s3:// tier's credentials come from a Secret."""
+    groups = {name: tpl for name, _, tpl in _pod_groups(rs)}
+    errors: list[str] = []
+    for tier in config.tiers:
+        tpl = groups.get(f"tier-{tier.name}")
+        if tpl is None:
+            continue  # check_groups reports it
+        volumes = {v["name"]: v for v in tpl["spec"].get("volumes") or []}
+        container = tpl["spec"]["containers"][0]
+        env = {e["name"]: e for e in container.get("env") or []}
+        mounts = container.get("volumeMounts") or []
+        for var in MODEL_CACHE_ENV:
+            path = (env.get(var) or {}).get("value")
+            if not path:
+                errors.append(f"tier-{tier.name}: env {var} is not set; the model cache would "
+                              f"land on the container's own disk")
+                continue
+            mount = next((m for m in mounts if _under(path, m["mountPath"])), None)
+            volume = volumes.get(mount["name"]) if mount else None
+            if volume is None:
+                errors.append(f"tier-{tier.name}: {var}={path} is on no mounted volume")
+            elif (volume.get("emptyDir") or {}).get("medium") == "Memory":
+                errors.append(f"tier-{tier.name}: {var}={path} is on memory volume "
+                              f"{mount['name']}; models belong on disk")
+            elif not any(k in volume for k in ("emptyDir", "ephemeral", "persistentVolumeClaim")):
+                errors.append(f"tier-{tier.name}: {var}={path} is on volume {mount['name']} of an "
+                              f"unexpected kind {sorted(volume)}")
+        inlined = [n for n in SECRET_ENV if "value" in (env.get(n) or {})]
+        if inlined:
+            errors.append(f"tier-{tier.name}: {inlined} set as plain values; take them from a "
+                          f"Secret (values secrets.*)")
+        if tier.model_source.startswith("s3://"):
+            from_secret = all("secretKeyRef" in ((env.get(n) or {}).get("valueFrom") or {})
+                              for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+            if not from_secret and not container.get("envFrom"):
+                errors.append(f"tier-{tier.name}: model_source {tier.model_source} but no "
+                              f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from a Secret; set "
+                              f"secrets.s3.name to the Secret that holds them")
+    return errors
+
+
 def check(objects: list[dict[str, Any]], config: TierserveConfig) -> list[str]:
     services = [o for o in objects if o.get("kind") == "RayService"]
     if len(services) != 1:
         return [f"expected exactly one RayService, found {len(services)}"]
     rs = services[0]
     return (check_serve_config(rs, config) + check_serve_env(rs, config) + check_groups(rs, config)
-            + check_ports(objects, rs))
+            + check_ports(objects, rs) + check_model_cache(rs, config))
