@@ -81,3 +81,23 @@ class RouterMetrics:
         self.affinity_hits = metrics.Counter(
             "tierserve_affinity_hits_total", "Decisions that followed a session's earlier tier.",
             tag_keys=("tier",))
+
+
+# Seconds to get a tier's model onto the node: a cache hit (ms) to a large download (tens of min).
+MODEL_FETCH_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600]
+
+
+class ModelMetrics:
+    """Recorded by a tier replica while it fetches its model, before its engine starts."""
+
+    def __init__(self) -> None:
+        self.fetch_seconds = metrics.Histogram(
+            "tierserve_model_fetch_seconds",
+            "Time a replica spent getting its model onto the node, by tier, source kind and outcome.",
+            boundaries=MODEL_FETCH_BUCKETS, tag_keys=("tier", "source", "outcome"))
+        self.fetched_bytes = metrics.Counter(
+            "tierserve_model_fetched_bytes_total", "Model bytes downloaded by replicas, by tier and source kind.",
+            tag_keys=("tier", "source"))
+        self.progress = metrics.Gauge(
+            "tierserve_model_download_progress_ratio", "Fraction of the model on the node (0-1) during a download.",
+            tag_keys=("tier",))

@@ -9,6 +9,9 @@
 - Warm-up: the replica reports ready only after one real generation.
 - CPU: the engine's processes are pinned to the configured cores, so vLLM's
   busy-spinning EngineCore does not starve the core that serves HTTP.
+- Remote model sources (s3://, Hugging Face ids) are fetched into the node's cache
+  before the engine starts (app/models/sources.py), so readiness and the warm-up
+  still gate traffic; vLLM is handed the local path.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from ray.serve.llm import LLMServer
 
 from app import engine_shm
 from app.config.schema import TierConfig
+from app.models.progress import LogProgress
+from app.models.sources import Resolved, SourceKind, kind_of
+from app.models.sources import resolve as resolve_model
 from app.protocol.internal import TierCall, TierError, TierFinal
 
 logger = logging.getLogger("ray.serve.tierserve.tier")
@@ -122,6 +128,8 @@ class TierServer(LLMServer):
         self._window = load_scaled_window(tier.stream_coalesce_ms / 1000,
                                           tier.stream_coalesce_max_ms / 1000, lambda: self._streams)
         self._ready = False
+        llm_config = await self._fetch_model(llm_config)
+        shm_before = engine_shm.shm_segments()
         await super().__init__(llm_config)
         if tier.resources.cpu_cores:
             pinned = pin_engine_processes(tier.resources.cpu_cores)
@@ -129,7 +137,40 @@ class TierServer(LLMServer):
                         tier.name, pinned, tier.resources.cpu_cores)
         await self._warm_up()
         # So the stack's `down` can clean up after this engine even if this replica is killed.
-        engine_shm.record_engine(tier.name, psutil.Process().children(recursive=True))
+        engine_shm.record_engine(tier.name, psutil.Process().children(recursive=True),
+                                 engine_shm.shm_segments() - shm_before)
+
+    async def _fetch_model(self, llm_config):
+        """A remote source is pulled (or found in the node's cache) before the engine starts;
+        the returned config points vLLM at the local copy. Local paths pass unchanged."""
+        from deployments.metrics import ModelMetrics
+
+        tier, source = self._tier.name, self._tier.model_source
+        kind = kind_of(source)
+        if kind is SourceKind.LOCAL:
+            return llm_config
+        metrics = ModelMetrics()
+        tags = {"tier": tier}
+        progress = LogProgress(logger, every_s=5, on_update=lambda done, total: metrics.progress.set(
+            done / total if total else 1.0, tags=tags))
+        logger.info("tier %s: fetching model %s (%s)", tier, source, kind.value)
+        got: Resolved = await asyncio.to_thread(resolve_model, source, progress=progress)
+        outcome = "cache_hit" if got.cache_hit else "download"
+        metrics.fetch_seconds.observe(got.seconds, tags={**tags, "source": kind.value, "outcome": outcome})
+        if got.fetched_bytes:
+            metrics.fetched_bytes.inc(got.fetched_bytes, tags={**tags, "source": kind.value})
+        metrics.progress.set(1.0, tags=tags)
+        if got.cache_hit:
+            logger.info("tier %s: model %s version %s from the cache in %.3fs: %s",
+                        tier, source, got.version, got.seconds, got.path)
+        else:
+            logger.info("tier %s: model %s version %s downloaded and verified: %.1f MB in %.2fs "
+                        "(%.1f MB/s, %.1f MB resumed, %.1fs waiting for another download): %s",
+                        tier, source, got.version, got.fetched_bytes / 1e6, got.seconds,
+                        got.mb_per_s, got.resumed_bytes / 1e6, got.lock_wait_s, got.path)
+        config = llm_config.model_copy(deep=True)
+        config.model_loading_config.model_source = got.path
+        return config
 
     async def _warm_up(self) -> None:
         call = TierCall(request_id=f"warmup-{os.getpid()}", endpoint="completion",

@@ -19,6 +19,7 @@ from app.models import hf, s3
 from app.models.cache import ModelCache, default_cache_dir
 from app.models.manifest import MANIFEST_NAME, VerificationError
 from app.models.sources import ModelSourceError, SourceKind, kind_of, resolve
+from tests.moto_s3 import moto_s3
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "models" / "tiny-fast"
@@ -26,26 +27,17 @@ BUCKET = "tierserve-models"
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
+def moto_env():
     if not (TINY / "model.safetensors").exists():
         pytest.fail("tiny models missing: run `make setup` (tierserve models make-tiny)")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_s3() as env:
+        yield env
 
 
 @pytest.fixture
-def s3_env(moto_endpoint, monkeypatch, tmp_path):
+def s3_env(moto_env, monkeypatch, tmp_path):
     """Endpoint and credentials as a replica would get them: from the environment."""
-    env = {"AWS_ENDPOINT_URL_S3": moto_endpoint, "AWS_ACCESS_KEY_ID": "tierserve-test",
-           "AWS_SECRET_ACCESS_KEY": "tierserve-test-secret", "AWS_DEFAULT_REGION": "us-east-1",
-           "TIERSERVE_MODEL_CACHE": str(tmp_path / "cache")}
+    env = {**moto_env, "TIERSERVE_MODEL_CACHE": str(tmp_path / "cache")}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     s3.client().create_bucket(Bucket=BUCKET)

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from app.models.manifest import MANIFEST_NAME, SOURCE_NAME
 
-logger = logging.getLogger("tierserve.models")
+logger = logging.getLogger("ray.serve.tierserve.models")
 
 CACHE_ENV = "TIERSERVE_MODEL_CACHE"
 

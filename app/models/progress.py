@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Callable, Protocol
 
-logger = logging.getLogger("tierserve.models")
+logger = logging.getLogger("ray.serve.tierserve.models")
 
 
 class Progress(Protocol):

@@ -30,7 +30,7 @@ from app.models.manifest import (MANIFEST_NAME, Manifest, ManifestFile, Verifica
                                  build_manifest, check_file, safe_relpath)
 from app.models.progress import NoProgress, Progress
 
-logger = logging.getLogger("tierserve.models")
+logger = logging.getLogger("ray.serve.tierserve.models")
 
 
 class TransferSettings(BaseModel):

@@ -32,7 +32,7 @@ from app.models.cache import CacheEntry, ModelCache
 from app.models.manifest import MANIFEST_NAME
 from app.models.progress import NoProgress, Progress
 
-logger = logging.getLogger("tierserve.models")
+logger = logging.getLogger("ray.serve.tierserve.models")
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(@[\w./-]+)?$")
 
