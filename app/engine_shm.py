@@ -47,9 +47,11 @@ def remove_orphaned_segments(ours: set[Path]) -> list[Path]:
     return left
 
 
-def record_engine(name: str, procs: list[psutil.Process]) -> Path | None:
-    """Write `procs` (pid and start time) and the segments they map to the ledger, when one
-    is configured."""
+def record_engine(name: str, procs: list[psutil.Process], appeared: set[Path] = frozenset()
+                  ) -> Path | None:
+    """Write `procs` (pid and start time), the segments they map and those that `appeared`
+    while the engine started (multiprocessing's named semaphores are unmapped by then) to
+    the ledger, when one is configured."""
     ledger = os.environ.get(LEDGER_ENV)
     if not ledger:
         return None
@@ -61,7 +63,8 @@ def record_engine(name: str, procs: list[psutil.Process]) -> Path | None:
             alive.append([proc.pid, proc.create_time()])
         except psutil.Error:
             continue
-    segments = sorted(str(s) for s in mapped_shm_segments([p for p, _ in alive]) if s.parent == SHM)
+    mapped = {s for s in mapped_shm_segments([p for p, _ in alive]) if s.parent == SHM}
+    segments = sorted(str(s) for s in mapped | set(appeared))
     path.write_text(json.dumps({"processes": alive, "segments": segments}))
     return path
 
