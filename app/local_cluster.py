@@ -88,9 +88,11 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def auth_token_path() -> Path:
+def auth_token_path(env: dict[str, str] | None = None) -> Path:
     """Where Ray's clients read the token from: RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    env = os.environ if env is None else env
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return Path(env.get("RAY_AUTH_TOKEN_PATH") or home / ".ray" / "auth_token")
 
 
 def ensure_auth_token(env: dict[str, str]) -> Path | None:
@@ -98,7 +100,7 @@ def ensure_auth_token(env: dict[str, str]) -> Path | None:
     Ray's own way); never print it. Returns where it lives, or None when auth is off."""
     if env.get("RAY_AUTH_MODE", "").lower() != "token" or env.get("RAY_AUTH_TOKEN"):
         return None
-    path = auth_token_path()
+    path = auth_token_path(env)
     if not path.is_file() or not path.read_text().strip():
         done = subprocess.run([_bin("ray"), "get-auth-token", "--generate"], env=env,
                               capture_output=True, text=True)
@@ -108,21 +110,26 @@ def ensure_auth_token(env: dict[str, str]) -> Path | None:
     return path
 
 
-_AUTH_FAILURES = ("Unauthorized", "Forbidden: Invalid authentication token", "AuthenticationError",
-                  "authentication token is invalid")
+_TOKEN_MISSING = ("couldn't find an authentication token", "no authentication token was found",
+                  "file cannot be opened or is empty")
+_TOKEN_REFUSED = ("Invalid authentication token", "authentication token is invalid")
 
 
 def run_ray_cli(args: list[str], env: dict[str, str], what: str) -> str:
-    """Run a `ray`/`serve` command; a failure becomes one line that says what to do."""
+    """Run a `ray`/`serve` command; a failure becomes a short message that says what to do."""
     done = subprocess.run(args, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     if done.returncode == 0:
         return done.stdout
     output = done.stdout + done.stderr
-    if any(marker in output for marker in _AUTH_FAILURES):
-        raise StackError(
-            f"{what}: the Ray cluster refused the auth token in {auth_token_path()}. It was started "
-            "with another token (another HOME or user?): stop it with the token it was started "
-            "with, or point RAY_AUTH_TOKEN_PATH at that token.")
+    token = auth_token_path(env)
+    if any(marker in output for marker in _TOKEN_MISSING):
+        raise StackError(f"{what}: the Ray cluster uses token auth and there is no token at {token}: "
+                         "copy the token it was started with there (`ray get-auth-token` prints it "
+                         "where the cluster was started), or set RAY_AUTH_TOKEN_PATH to that file")
+    if any(marker in output for marker in _TOKEN_REFUSED):
+        raise StackError(f"{what}: the Ray cluster refused the auth token in {token}; it was started "
+                         "with another token (another HOME or user?): set RAY_AUTH_TOKEN_PATH to "
+                         "that token's file, or stop the cluster with it")
     tail = "\n".join(output.strip().splitlines()[-15:])
     raise StackError(f"{what} failed (exit {done.returncode}):\n{tail}")
 
