@@ -15,6 +15,7 @@ renamed to its final name.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -77,11 +78,22 @@ def endpoint_name() -> str:
             or "AWS S3 (no AWS_ENDPOINT_URL_S3 set)")
 
 
+# The env a client is built from; a change (another endpoint, new keys) builds a new one.
+_CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")
+
+
 def client(settings: TransferSettings | None = None) -> Any:
+    """A boto3 S3 client (thread-safe), reused per process: building one takes ~0.1-0.5 s."""
+    workers = (settings or TransferSettings()).max_workers
+    return _client(workers, tuple(os.environ.get(k) for k in _CLIENT_ENV))
+
+
+@functools.lru_cache(maxsize=8)
+def _client(workers: int, env: tuple[str | None, ...]) -> Any:
     import boto3
     from botocore.config import Config
 
-    workers = (settings or TransferSettings()).max_workers
     return boto3.session.Session().client("s3", config=Config(
         max_pool_connections=workers + 4, retries={"max_attempts": 5, "mode": "standard"},
         connect_timeout=10, read_timeout=60))
