@@ -96,8 +96,10 @@ class ModelMetrics:
             "Time a replica spent getting its model onto the node, by tier, source kind and outcome.",
             boundaries=MODEL_FETCH_BUCKETS, tag_keys=("tier", "source", "outcome"))
         self.fetched_bytes = metrics.Counter(
-            "tierserve_model_fetched_bytes_total", "Model bytes downloaded by replicas, by tier and source kind.",
+            "tierserve_model_fetched_bytes_total",
+            "Model bytes downloaded by replicas, by tier and source kind.",
             tag_keys=("tier", "source"))
         self.progress = metrics.Gauge(
-            "tierserve_model_download_progress_ratio", "Fraction of the model on the node (0-1) during a download.",
+            "tierserve_model_download_progress_ratio",
+            "Fraction of the model on the node (0-1) during a download.",
             tag_keys=("tier",))

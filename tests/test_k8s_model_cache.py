@@ -61,7 +61,8 @@ def test_model_cache_kinds_render_and_validate(cache, kind):
     rendered = render([], extra_values={"tiers": {"reasoning": {"modelCache": cache}}})
     report = validate_rendered(rendered, lint=False)
     assert report.ok, report.errors
-    volume = next(v for v in _tier_pod(rendered.objects, "reasoning")["volumes"] if v["name"] == "model-cache")
+    volumes = _tier_pod(rendered.objects, "reasoning")["volumes"]
+    volume = next(v for v in volumes if v["name"] == "model-cache")
     assert kind in volume
     if kind == "ephemeral":
         spec = volume["ephemeral"]["volumeClaimTemplate"]["spec"]

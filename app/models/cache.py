@@ -126,7 +126,8 @@ class ModelCache:
         staging = self.root / ".staging"
         if not staging.is_dir():
             return {}
-        return {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        # Blocks, not sizes: a .part file is sparse until its chunks arrive.
+        return {d.name: sum(f.stat().st_blocks * 512 for f in d.rglob("*") if f.is_file())
                 for d in staging.iterdir() if d.is_dir()}
 
 

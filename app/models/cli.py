@@ -43,6 +43,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
                   settings=_settings(args))
     if args.json:
         print(got.model_dump_json())
+    elif got.kind.value == "local":
+        print(f"{got.source}: a local directory, used as it is: {got.path}")
     elif got.cache_hit:
         print(f"{got.source}: in the cache ({got.kind.value}, {got.seconds * 1000:.0f} ms): {got.path}")
     else:

@@ -98,9 +98,7 @@ def check_file(path: Path, entry: ManifestFile, *, what: str) -> str | None:
 
 def verify_dir(directory: Path, manifest: Manifest, *, what: str) -> list[str]:
     """Every problem of `directory` against `manifest` (empty when it matches)."""
-    problems = [p for f in manifest.files
-                if (p := check_file(directory / f.path, f, what=what)) is not None]
-    return problems
+    return [p for f in manifest.files if (p := check_file(directory / f.path, f, what=what)) is not None]
 
 
 def safe_relpath(path: str) -> str:

@@ -123,8 +123,8 @@ def explain(exc: Exception, uri: str, what: str) -> S3Error:
             return S3Error(f"{where}: access denied ({code}) while {what}. Check the credentials "
                            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the bucket policy.")
         if code in ("PreconditionFailed", "412"):
-            return S3Error(f"{where}: the object changed during the download ({what}); "
-                           "its partial file was dropped, pull again.")
+            return S3Error(f"{where}: an object changed during the download ({what}); pull again "
+                           "(its partial file is then started over).")
         return S3Error(f"{where}: {code or 'error'} while {what}: {exc}")
     return S3Error(f"{where}: {type(exc).__name__} while {what}: {exc}")
 
