@@ -2,6 +2,10 @@
 
 Retries happen only until something has been received from a tier: once a token
 could have reached the client, a failure ends the stream instead.
+
+Only infrastructure failures (a dead replica or engine, a tier silent past its
+timeout) count against a tier's health; a full queue or an error the request
+itself caused never does, so no client can push `auto` traffic off a tier.
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from app.config.schema import FallbackConfig
+from app.config.schema import FallbackConfig, TierConfig
 from app.http.errors import OpenAIError
 from app.protocol.internal import RouteDecision, TierCall, TierError
 from deployments.metrics import IngressMetrics
 
 logger = logging.getLogger("ray.serve.tierserve.dispatch")
+
+# Causes that say the tier (not the request) is broken: reported to the router.
+INFRA_CAUSES = frozenset({"replica_died", "engine_dead", "timeout"})
 
 
 @dataclass
@@ -33,48 +41,81 @@ class Opened:
     attempts: int
 
 
+def failure_cause(exc: BaseException) -> str:
+    """Why a tier call failed before its first output, in one word."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, BackPressureError):
+        return "overloaded"
+    if isinstance(exc, StopAsyncIteration):
+        return "empty"
+    if isinstance(exc, (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)):
+        return "replica_died"
+    if isinstance(exc, RayTaskError) and "EngineDead" in type(exc.cause).__name__ + str(exc.cause):
+        return "engine_dead"
+    return "error"  # raised by the request itself (e.g. input vLLM could not handle)
+
+
+def attempt_plan(decision: RouteDecision, max_attempts: int) -> list[str]:
+    """The decided tier, then its fallbacks, at most `max_attempts` in all."""
+    return [decision.tier, *decision.fallbacks][:max_attempts]
+
+
 class Dispatcher:
     def __init__(self, tiers: dict[str, DeploymentHandle], router: DeploymentHandle,
-                 fallback: FallbackConfig, metrics: IngressMetrics, retry_after_s: int) -> None:
+                 fallback: FallbackConfig, metrics: IngressMetrics, retry_after_s: int,
+                 tier_configs: list[TierConfig] | None = None) -> None:
         self._tiers = tiers
         self._router = router
         self._fallback = fallback
         self._metrics = metrics
         self._retry_after_s = retry_after_s
+        self._total_timeout = {t.name: t.request_timeout_s for t in tier_configs or []}
+
+    def first_output_timeout(self, tier: str, call: TierCall) -> float:
+        """Streams: the first-token timeout. Non-streaming: the whole answer is the first
+        output, so the tier's total request timeout applies instead."""
+        if call.body.get("stream"):
+            return self._fallback.first_token_timeout_s
+        return self._total_timeout.get(tier, self._fallback.first_token_timeout_s)
 
     async def open(self, call: TierCall, decision: RouteDecision) -> Opened:
-        plan = [decision.tier, *decision.fallbacks][: self._fallback.max_attempts]
+        plan = attempt_plan(decision, self._fallback.max_attempts)
         cause, reason = "unavailable", decision.reason
-        for attempt, tier in enumerate(plan, start=1):
+        retried_same_tier = False
+        attempt = 0
+        while attempt < len(plan):
+            tier = plan[attempt]
+            attempt += 1
             if attempt > 1:
                 self._metrics.retries.inc(tags={"tier": tier})
-                self._metrics.fallbacks.inc(tags={"from_tier": plan[attempt - 2], "to_tier": tier,
-                                                  "cause": cause})
-                reason = f"fallback:{cause}"
+                if tier != plan[attempt - 2]:
+                    self._metrics.fallbacks.inc(tags={"from_tier": plan[attempt - 2], "to_tier": tier,
+                                                      "cause": cause})
+                reason = f"fallback:{cause}" if tier != decision.tier else f"retry:{cause}"
                 await asyncio.sleep(self._fallback.backoff_ms / 1000 * 2 ** (attempt - 2))
             gen = self._tiers[tier].generate.options(stream=True).remote(call)
             try:
-                first = await asyncio.wait_for(gen.__anext__(), self._fallback.first_token_timeout_s)
+                first = await asyncio.wait_for(gen.__anext__(), self.first_output_timeout(tier, call))
             except asyncio.CancelledError:
                 gen.cancel()
                 raise
-            except asyncio.TimeoutError:
+            except Exception as exc:  # StopAsyncIteration included
                 gen.cancel()
-                cause = "timeout"
-            except StopAsyncIteration:
-                cause = "empty"
-            except BackPressureError:
-                cause = "overloaded"
-            except Exception as exc:  # replica died, deployment missing, engine crashed
-                logger.warning("tier %s failed before first token: %r", tier, exc)
-                cause = "error"
+                cause = failure_cause(exc)
+                logger.warning("tier %s failed before its first output (%s): %r", tier, cause, exc)
             else:
-                if isinstance(first, TierError) and first.code >= 500:
-                    gen.cancel()
-                    cause = "engine_error"
-                else:
+                if not (isinstance(first, TierError) and first.code >= 500):
                     return Opened(tier, reason, first, gen, attempt)
-            self._router.report_failure.remote(tier, cause)
+                gen.cancel()
+                cause = "engine_dead" if "dead" in first.message.lower() else "engine_error"
+            if cause in INFRA_CAUSES:
+                self._router.report_failure.remote(tier, cause)
+            if cause == "replica_died" and not retried_same_tier:
+                # Serve routes the retry to another replica of the same tier, if it has one.
+                retried_same_tier = True
+                plan.insert(attempt, tier)
+                plan = plan[: self._fallback.max_attempts + 1]
         if cause == "overloaded":
             raise OpenAIError(503, "All eligible tiers are at their queue limit; retry shortly.",
                               code="overloaded", retry_after_s=self._retry_after_s)

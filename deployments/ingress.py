@@ -9,7 +9,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -18,7 +18,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app.config.schema import TierserveConfig
+from app.http.body import parse_json_object, read_limited
 from app.http.errors import OpenAIError, from_validation_error, install_error_handlers
+from app.http.request_id import RequestIdMiddleware
 from app.http.admin import admin_router
 from app.http.limits import Admission, load_api_keys
 from app.keys.counters import make_counters
@@ -35,6 +37,7 @@ from deployments.metrics import IngressMetrics, reason_kind
 
 log = logging.getLogger("ray.serve.tierserve.requests")
 AUTO = "auto"
+MAX_SESSION_ID = 256  # the affinity store keeps one entry per session: keys stay small
 _REQUEST_MODELS = {"chat": ChatCompletionRequest, "completion": CompletionRequest}
 
 
@@ -67,10 +70,12 @@ class RequestRecord:
 class StreamRelay:
     """Relays a tier's SSE chunks and reads the usage chunk Tierserve always asks for."""
 
-    def __init__(self, opened: Opened, record: RequestRecord, client_wants_usage: bool) -> None:
+    def __init__(self, opened: Opened, record: RequestRecord, client_wants_usage: bool,
+                 idle_timeout_s: float) -> None:
         self._opened = opened
         self._record = record
         self._wants_usage = client_wants_usage
+        self._idle_timeout_s = idle_timeout_s
 
     def _keep(self, chunk: str) -> bool:
         if '"choices":[]' in chunk and '"usage"' in chunk:
@@ -89,19 +94,55 @@ class StreamRelay:
                 out = "".join(c for c in batch if self._keep(c))
                 if out:
                     yield out.encode()
-                batch = await self._opened.rest.__anext__()
+                batch = await asyncio.wait_for(self._opened.rest.__anext__(), self._idle_timeout_s)
         except StopAsyncIteration:
             return
         except asyncio.CancelledError:
             self._record.status = 499  # client went away: stop the engine's work too
             raise
+        except asyncio.TimeoutError:  # a stuck engine must not hold the client forever
+            self._record.status = 504
+            yield _error_event(f"the tier sent nothing for {self._idle_timeout_s:.0f} s",
+                               "timeout_error", "stream_idle_timeout")
         except Exception as exc:  # a tier failed mid-stream: it is too late to retry
             self._record.status = 500
-            err = {"error": {"message": f"stream interrupted: {type(exc).__name__}",
-                             "type": "server_error", "param": None, "code": "stream_interrupted"}}
-            yield f"data: {json.dumps(err)}\n\ndata: [DONE]\n\n".encode()
+            yield _error_event(f"stream interrupted: {type(exc).__name__}", "server_error",
+                               "stream_interrupted")
         finally:
             self._opened.rest.cancel()
+
+
+class _Once:
+    """Calls `fn` the first time it is called, never again."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
+
+
+class _ClosingStream(StreamingResponse):
+    """A stream that ends its request (in-flight slot, metrics, the key's reservation) even
+    when the client leaves before the body iterator ever starts."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: _Once, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def _error_event(message: str, type_: str, code: str) -> bytes:
+    """An OpenAI-shaped error as the last SSE event of a stream, then [DONE]."""
+    err = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return f"data: {json.dumps(err)}\n\ndata: [DONE]\n\n".encode()
 
 
 class Gateway:
@@ -125,32 +166,27 @@ class Gateway:
         self._finishing: set[asyncio.Task] = set()
         self._rank = {t.name: i for i, t in enumerate(config.tiers)}
         self.dispatcher = Dispatcher(tiers, router, config.routing.fallback, self.metrics,
-                                     config.server.retry_after_s)
+                                     config.server.retry_after_s, config.tiers)
         self._ready = False
 
     # -- admission and parsing -------------------------------------------------
     async def parse(self, request: Request, endpoint: str) -> tuple[dict[str, Any], Any]:
-        length = request.headers.get("content-length")
-        limit = self.config.server.max_body_bytes
-        if length and length.isdigit() and int(length) > limit:
-            raise OpenAIError(413, f"Request body exceeds {limit} bytes.", code="request_too_large")
-        raw = await request.body()
-        if len(raw) > limit:
-            raise OpenAIError(413, f"Request body exceeds {limit} bytes.", code="request_too_large")
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise OpenAIError(400, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise OpenAIError(400, "Request body must be a JSON object.", code="invalid_json")
+        server = self.config.server
+        raw = await read_limited(request.stream(), request.headers.get("content-length"),
+                                 server.max_body_bytes)
+        body = parse_json_object(raw)
         try:
             parsed = _REQUEST_MODELS[endpoint].model_validate(body)
         except ValidationError as exc:
             raise from_validation_error(exc) from None
+        if barred := [f for f in parsed.vllm_extensions() if f not in server.allowed_vllm_extensions]:
+            raise OpenAIError(400, f"'{barred[0]}' is a vLLM extension this server does not accept "
+                                   "(server.allowed_vllm_extensions).",
+                              code="unsupported_parameter", param=barred[0])
         max_tokens = parsed.requested_max_tokens()
-        if max_tokens is not None and max_tokens > self.config.server.max_tokens_limit:
+        if max_tokens is not None and max_tokens > server.max_tokens_limit:
             raise OpenAIError(400, f"max_tokens {max_tokens} exceeds this server's limit of "
-                                   f"{self.config.server.max_tokens_limit}.",
+                                   f"{server.max_tokens_limit}.",
                               code="max_tokens_too_large", param="max_tokens")
         if parsed.model != AUTO and self.config.tier_for_model(parsed.model) is None:
             known = [AUTO, *(t.served_model_name for t in self.config.tiers)]
@@ -189,17 +225,25 @@ class Gateway:
         named = self.config.tier_for_model(parsed.model)
         if named is not None:  # pinned by the client: no rules, affinity or fallback apply, no hop
             return RouteDecision(tier=named.name, reason="model")
+        session_id = request.headers.get("x-session-id") or parsed.user
+        if session_id is not None and len(session_id) > MAX_SESSION_ID:
+            raise OpenAIError(400, f"x-session-id must be at most {MAX_SESSION_ID} characters.",
+                              code="invalid_request", param="x-session-id")
         route_req = RouteRequest(
             request_id=record.request_id, endpoint=endpoint, model=parsed.model,
             prompt_text=parsed.prompt_text(), turns=parsed.turns(),
             max_tokens=parsed.requested_max_tokens(),
             # A key that may not pin its tier cannot force one through reasoning_effort either.
             reasoning_effort=getattr(parsed, "reasoning_effort", None) if may_pin else None,
-            session_id=request.headers.get("x-session-id") or parsed.user,
+            session_id=session_id,
             tier_header=request.headers.get("x-tierserve-tier") if may_pin else None,
         )
+        budget_s = self.config.routing.fallback.decision_budget_ms / 1000
         try:
-            return await self.router.route.remote(route_req)
+            return await asyncio.wait_for(self.router.route.remote(route_req), budget_s)
+        except asyncio.TimeoutError:  # a slow router must not stall the request
+            log.warning("router slower than its %.0f ms budget; using the default tier", budget_s * 1000)
+            return RouteDecision(tier=self.config.routing.default_tier, reason="router_timeout")
         except Exception as exc:  # never lose a request because the router is down
             log.warning("router unavailable (%r); using the default tier", exc)
             return RouteDecision(tier=self.config.routing.default_tier, reason="router_unavailable")
@@ -239,7 +283,8 @@ class Gateway:
             wants_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
             if parsed.stream:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            call = TierCall(request_id=record.request_id, endpoint=endpoint, body=body)
+            call = TierCall(request_id=record.request_id, endpoint=endpoint, body=body,
+                            default_max_tokens=self.config.server.default_max_tokens)
             opened = await self.dispatcher.open(call, decision)
         except OpenAIError as exc:
             self._leave()
@@ -253,23 +298,28 @@ class Gateway:
             self._leave()
             opened.rest.cancel()
             return self._final(opened.first, record)
-        return StreamingResponse(self._relay(opened, record, wants_usage),
-                                 media_type="text/event-stream",
-                                 headers={**record.headers(), "cache-control": "no-cache"})
+        done = _Once(lambda: self._end_stream(opened, record))
+        return _ClosingStream(self._relay(opened, record, wants_usage, done), done,
+                              media_type="text/event-stream",
+                              headers={**record.headers(), "cache-control": "no-cache"})
 
-    async def _relay(self, opened: Opened, record: RequestRecord, wants_usage: bool) -> AsyncIterator[bytes]:
+    async def _relay(self, opened: Opened, record: RequestRecord, wants_usage: bool,
+                     done: "_Once") -> AsyncIterator[bytes]:
         try:
-            async for chunk in StreamRelay(opened, record, wants_usage):
+            idle_s = self.config.tier(opened.tier).stream_idle_timeout_s
+            async for chunk in StreamRelay(opened, record, wants_usage, idle_s):
                 yield chunk
         finally:
-            self._leave()
-            self._observe(record)
+            done()
+
+    def _end_stream(self, opened: Opened, record: RequestRecord) -> None:
+        opened.rest.cancel()
+        self._leave()
+        self._observe(record)
 
     def _final(self, out: TierError | TierFinal, record: RequestRecord) -> Response:
         if isinstance(out, TierError):
-            code = "context_length_exceeded" if "context length" in out.message.lower() else out.type
-            return self._finish_error(OpenAIError(out.code, out.message, code=code, param=out.param,
-                                                  type_=out.type), record)
+            return self._finish_error(engine_error(out), record)
         usage = out.body.get("usage") or {}
         record.prompt_tokens = usage.get("prompt_tokens", 0)
         record.completion_tokens = usage.get("completion_tokens", 0)
@@ -363,6 +413,16 @@ class Gateway:
         return all(s in ("ready", "scale-to-zero") for s in states.values()), states
 
 
+def engine_error(out: TierError) -> OpenAIError:
+    """vLLM's error (its own `type`, e.g. BadRequestError) in OpenAI's shape and types."""
+    status = out.code if 400 <= out.code < 500 else 400
+    if "context length" in out.message.lower():
+        code = "context_length_exceeded"
+    else:
+        code = {404: "not_found", 413: "request_too_large"}.get(status, "invalid_request")
+    return OpenAIError(status, out.message, code=code, param=out.param)
+
+
 def _prompt_estimate(parsed: Any) -> int:
     """Prompt tokens for admission, before vLLM counts them: ~4 bytes a token plus the chat
     template's few tokens a message; the exact count reconciles when the request ends."""
@@ -371,14 +431,14 @@ def _prompt_estimate(parsed: Any) -> int:
 
 
 def _request_id(request: Request) -> str:
-    """Serve's request id, which is the client's x-request-id when it sent one."""
-    ctx = serve.context._get_serve_request_context()
-    return ctx.request_id or request.headers.get("x-request-id") or uuid.uuid4().hex
+    """The client's x-request-id when it is a sane one (RequestIdMiddleware bounds it)."""
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
 def create_http_app(gateway: Gateway) -> FastAPI:
     app = FastAPI(title="Tierserve", version="0.1.0", docs_url="/docs", redoc_url=None)
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(admin_router(gateway.store, gateway.admins, gateway.config.routing.strong_tier))
 
     @app.post("/v1/chat/completions")

@@ -210,20 +210,25 @@ class TierServer(LLMServer):
         prompt = call.body["prompt"]
         return len(tokenizer.encode(prompt if isinstance(prompt, str) else prompt[0]))
 
-    async def _context_error(self, call: TierCall) -> TierError | None:
-        """OpenAI rejects prompt + max_tokens beyond the context; vLLM 0.32 silently clamps."""
+    async def _fit_context(self, call: TierCall) -> TierCall | TierError:
+        """OpenAI rejects prompt + max_tokens beyond the context (vLLM 0.32 silently clamps);
+        a request without max_tokens gets the server's default, cut to the room the prompt
+        leaves, so no client gets a full-context generation by leaving it out."""
         body = call.body
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        requested = body.get("max_completion_tokens") or body.get("max_tokens")
+        max_tokens = requested or call.default_max_tokens
         if not max_tokens:
-            return None
+            return call
         limit = self._tier.max_model_len
         # Byte-level tokenizers never make more tokens than bytes: short prompts skip tokenizing.
         upper = len(json.dumps(body.get("messages") or body.get("prompt")).encode())
         if upper + _TEMPLATE_MARGIN + max_tokens <= limit:
-            return None
+            return call if requested else _with_max_tokens(call, max_tokens)
         prompt_tokens = self._prompt_tokens(call)
+        if not requested and prompt_tokens < limit:
+            return _with_max_tokens(call, min(max_tokens, limit - prompt_tokens))
         if prompt_tokens + max_tokens <= limit:
-            return None
+            return call
         return TierError(
             message=(f"This model's maximum context length is {limit} tokens. However, you requested "
                      f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, "
@@ -232,9 +237,11 @@ class TierServer(LLMServer):
 
     async def generate(self, call: TierCall) -> AsyncGenerator[Any, None]:
         """Yield `TierError`, `TierFinal`, or lists of SSE strings (streaming)."""
-        if (error := await self._context_error(call)) is not None:
-            yield error
+        fitted = await self._fit_context(call)
+        if isinstance(fitted, TierError):
+            yield fitted
             return
+        call = fitted
         try:
             stream = self._engine_stream(call)
         except ValueError as exc:  # pydantic validation of vLLM's request model
@@ -253,6 +260,10 @@ class TierServer(LLMServer):
                 yield batch
         finally:
             self._streams -= 1
+
+
+def _with_max_tokens(call: TierCall, max_tokens: int) -> TierCall:
+    return call.model_copy(update={"body": {**call.body, "max_tokens": max_tokens}})
 
 
 def _text(content: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TierName = str
 
@@ -77,6 +77,11 @@ class TierConfig(Strict):
     # the window grows with the streams in flight, up to stream_coalesce_max_ms.
     stream_coalesce_ms: float = Field(25, ge=0)
     stream_coalesce_max_ms: float = Field(100, ge=0)
+    # A non-streaming request's whole answer is its "first token": it gets this total
+    # instead of the first-token timeout. Below HAProxy's client timeout (3600 s in Ray 2.60).
+    request_timeout_s: float = Field(1800, gt=0, le=3600)
+    # A stream that sends nothing for this long after its first chunk ends with an error event.
+    stream_idle_timeout_s: float = Field(120, gt=0)
 
     @property
     def deployment_name(self) -> str:
@@ -128,6 +133,9 @@ class FallbackConfig(Strict):
     # A tier that sends nothing within this is treated as failed (its queue may be stuck).
     first_token_timeout_s: float = Field(60, gt=0)
     health_poll_s: float = Field(2, gt=0)  # how often the router reads Serve's replica states
+    # A routing decision slower than this is abandoned for the default tier (reason
+    # `router_timeout`): the router must never stall a request.
+    decision_budget_ms: float = Field(100, gt=0)
 
 
 class RoutingConfig(Strict):
@@ -210,14 +218,36 @@ class ServerConfig(Strict):
     api_keys_env: str = "TIERSERVE_API_KEYS"
     max_body_bytes: int = Field(1_000_000, gt=0)
     max_tokens_limit: int = Field(4096, gt=0)
+    # A request without max_tokens gets this (cut to the room its prompt leaves in the
+    # tier's context), not a generation up to the whole context.
+    default_max_tokens: int = Field(1024, gt=0)
     max_in_flight: int = Field(256, gt=0)  # ingress-wide; beyond it: 429
     rate_limit: RateLimitConfig = RateLimitConfig()
     retry_after_s: int = Field(1, ge=1)
     ingress_replicas: int = Field(1, ge=1)
     router_replicas: int = Field(1, ge=1)
     log_prompts: bool = False  # debug only: prompt text in logs
+    # vLLM's extensions to OpenAI's request (app/protocol/openai.py VLLM_EXTENSIONS) that
+    # clients may send; others get a 400. None by default: e.g. `ignore_eos` lets one
+    # client force full-context generations on a shared platform.
+    allowed_vllm_extensions: list[str] = Field(default_factory=list)
     keys: KeysConfig = KeysConfig()
     ray_serve: RayServeRuntime = RayServeRuntime()
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> "ServerConfig":
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("default_max_tokens must be <= max_tokens_limit")
+        return self
+
+    @field_validator("allowed_vllm_extensions")
+    @classmethod
+    def _known_extensions(cls, v: list[str]) -> list[str]:
+        from app.protocol.openai import VLLM_EXTENSIONS
+
+        if unknown := sorted(set(v) - VLLM_EXTENSIONS):
+            raise ValueError(f"unknown vLLM extension(s) {unknown}; known: {sorted(VLLM_EXTENSIONS)}")
+        return v
 
 
 class TierserveConfig(Strict):

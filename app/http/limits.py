@@ -51,7 +51,10 @@ class Admission:
         if not self._keys:
             return "anonymous"
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token, k) for k in self._keys):
+        # Bytes: compare_digest refuses non-ASCII str, and a header may carry any latin-1.
+        presented = token.encode()
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(presented, k.encode())
+                                                 for k in self._keys):
             raise OpenAIError(401, "Missing or invalid API key. Send 'Authorization: Bearer <key>'.",
                               code="invalid_api_key")
         return token

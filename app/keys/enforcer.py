@@ -135,7 +135,7 @@ class KeyEnforcer:
         if scheme.lower() != "bearer" or not token:
             raise _invalid_key()
         digest = hash_key(token)
-        if any(hmac.compare_digest(token, k) for k in self._legacy):
+        if any(hmac.compare_digest(token.encode(), k.encode()) for k in self._legacy):
             return Principal(None, "legacy", "legacy:" + digest[:16])
         now = time.monotonic()  # the cache is keyed by hash: no plaintext kept in memory
         hit, info = self._cache.get(digest, now)

@@ -48,6 +48,8 @@ class TierCall(BaseModel):
     request_id: str
     endpoint: Endpoint
     body: dict[str, Any]
+    # max_tokens for a request that set none: the tier cuts it to the room the prompt leaves.
+    default_max_tokens: int | None = None
 
 
 class TierError(BaseModel):

@@ -6,9 +6,30 @@ other field passes through to vLLM, which validates it against the model.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Bounds on what one request may carry (OpenAI's documented limits where it has them:
+# 4 stop sequences, 128 tools, 300 logit_bias entries), so no input is unbounded work.
+MAX_MESSAGES = 2048
+MAX_CONTENT_PARTS = 128
+MAX_STOP = 4
+MAX_STOP_CHARS = 512
+MAX_LOGIT_BIAS = 300
+MAX_TOOLS = 128
+MAX_TOOLS_JSON_BYTES = 256_000
+
+# vLLM's additions to OpenAI's request that change cost or scheduling for everyone on a
+# shared engine; each passes only when server.allowed_vllm_extensions names it.
+VLLM_EXTENSIONS = frozenset({
+    "ignore_eos", "min_tokens", "priority", "vllm_xargs", "kv_transfer_params", "cache_salt",
+    "prompt_logprobs", "truncate_prompt_tokens", "return_tokens_as_token_ids", "return_token_ids",
+    "add_generation_prompt", "continue_final_message", "chat_template", "chat_template_kwargs",
+    "mm_processor_kwargs", "structured_outputs", "guided_json", "guided_regex", "guided_choice",
+    "guided_grammar", "logits_processors", "allowed_token_ids", "bad_words",
+})
 
 
 class ContentPart(BaseModel):
@@ -20,7 +41,7 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None = Field(None, max_length=MAX_CONTENT_PARTS)
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -46,10 +67,31 @@ class _GenerationParams(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=1)  # several choices per request: not supported
     user: str | None = Field(None, max_length=256)
+    stop: str | list[str] | None = Field(None, max_length=MAX_STOP)
+    logit_bias: dict[str, float] | None = Field(None, max_length=MAX_LOGIT_BIAS)
+
+    @field_validator("stop")
+    @classmethod
+    def _short_stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if any(len(s) > MAX_STOP_CHARS for s in ([v] if isinstance(v, str) else v or [])):
+            raise ValueError(f"each stop sequence must be at most {MAX_STOP_CHARS} characters")
+        return v
+
+    def vllm_extensions(self) -> list[str]:
+        """The vLLM-only fields this request sets."""
+        return sorted(k for k in (self.model_extra or {}) if k in VLLM_EXTENSIONS)
 
 
 class ChatCompletionRequest(_GenerationParams):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    tools: list[dict[str, Any]] | None = Field(None, max_length=MAX_TOOLS)
+
+    @field_validator("tools")
+    @classmethod
+    def _small_tools(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if v and len(json.dumps(v)) > MAX_TOOLS_JSON_BYTES:
+            raise ValueError(f"tool definitions must total at most {MAX_TOOLS_JSON_BYTES} bytes")
+        return v
     max_completion_tokens: int | None = Field(None, ge=1)
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
 
