@@ -302,3 +302,15 @@ def test_hf_hub_unreachable_uses_the_cache_or_names_the_id(tmp_path, monkeypatch
     assert Path(resolve("tierserve/tiny-fast").path) == snapshot
     with pytest.raises(hf.HFError, match="'tierserve/absent'.*cannot be reached"):
         resolve("tierserve/absent")
+
+
+def test_building_an_s3_tier_touches_no_store(monkeypatch):
+    """The graph is built (serve deploy, on the controller) before any replica exists: the
+    s3:// source passes through as is and only the replica fetches it."""
+    from app.config import load_config
+    from app.graph import llm_config_for
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    fast = load_config("local-cpu").tier("fast").model_copy(update={"model_source": "s3://b/tiny-fast"})
+    config = llm_config_for(fast)
+    assert config.model_loading_config.model_source == "s3://b/tiny-fast"

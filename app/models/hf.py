@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-# What vLLM loads from a repo: config, tokenizer and safetensors weights; never the
-# `original/` checkpoints some repos (Llama) carry beside them.
+# What vLLM loads from a repo: config, tokenizer and safetensors weights (PyTorch .bin only
+# where a repo has no safetensors); never the `original/` checkpoints some repos (Llama) carry.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja", "*.py"]
-IGNORE_PATTERNS = ["original/*", "*.pth", "*.bin.index.json"]
+IGNORE_PATTERNS = ["original/*", "*.pth"]
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
@@ -42,6 +42,16 @@ def hub_cache_dir() -> Path:
     home = os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
     return Path(home).expanduser() / "hub"
+
+
+def _has_safetensors(repo_id: str, revision: str | None, endpoint: str | None) -> bool:
+    from huggingface_hub import HfApi
+
+    try:
+        files = HfApi(endpoint=endpoint).list_repo_files(repo_id, revision=revision)
+    except Exception:  # noqa: BLE001 - snapshot_download below reports the hub's answer properly
+        return True
+    return any(f.endswith(".safetensors") for f in files)
 
 
 def split_id(source: str) -> tuple[str, str | None]:
@@ -76,6 +86,8 @@ def resolve(source: str) -> HFResult:
             f"(`tierserve models pull {source}`, with HF_TOKEN for gated models) into this cache, "
             f"or set HF_HOME/HF_HUB_CACHE to a cache that has it.")
     try:  # online: let the hub say whether the cached revision is current
+        if not _has_safetensors(repo_id, revision, kwargs["endpoint"]):
+            kwargs["allow_patterns"] = [*ALLOW_PATTERNS, "*.bin"]
         path = snapshot_download(**kwargs)
     except GatedRepoError as exc:
         raise HFError(f"Hugging Face model {source!r} is gated: accept its licence on the hub and "
