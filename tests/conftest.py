@@ -75,6 +75,9 @@ def tierserve_stack():
     dash_port, metrics_port, http_port = free_port(), free_port(), free_port()
     node_id = None
     config = load_config("local-cpu")
+    # The stack's own keys database (empty: the API stays open, as the e2e tests expect), never
+    # the developer's .tierserve/keys.db; reaches the replicas through the raylet's env.
+    os.environ[config.server.keys.db_url_env] = f"sqlite:///{temp_dir}/keys.db"
     # Serve's data-path switches reach every process of the cluster through the raylet's env;
     # HAProxy gets free ports so a `make up` stack on the same machine is left alone.
     os.environ.update(config.server.ray_serve.env(free_port(), free_port()))
