@@ -257,3 +257,27 @@ def test_cli_render_and_suspend(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "--reuse-values --set tiers.fast.suspend=true" in capsys.readouterr().out
     assert k8s_main(["k8s", "render", "--set", "tiers.fast.cpuu=1"]) == 1
     assert "cpuu" in capsys.readouterr().err
+
+
+def test_keys_database_admin_and_redis_come_from_secrets(default: Rendered) -> None:
+    from app.k8s.consistency import check
+
+    assert any("secrets.database.name is empty" in w for w in default.warnings)
+    rendered = render([], extra_values={"secrets": {
+        "database": {"name": "tierserve-db"}, "adminKeys": {"name": "tierserve-admin"},
+        "redis": {"name": "tierserve-redis"}}})
+    assert not any("secrets.database" in w for w in rendered.warnings)
+    for group in _groups(rendered).values():
+        env = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert env["TIERSERVE_DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "tierserve-db", "key": "url"}
+        assert env["TIERSERVE_ADMIN_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "tierserve-admin"
+        assert env["TIERSERVE_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "tierserve-redis"
+    assert validate_rendered(rendered, lint=False).ok
+    # An inlined URL, or pods that disagree on the database, fail the consistency check.
+    rs = _one(rendered.objects, "RayService")
+    head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["env"] = [e for e in head["env"] if e["name"] != "TIERSERVE_DB_URL"] + [
+        {"name": "TIERSERVE_DB_URL", "value": "postgresql://u:p@db/x"}]
+    errors = check(rendered.objects, rendered.config)
+    assert any("TIERSERVE_DB_URL set as a plain value" in e for e in errors)
+    assert any("TIERSERVE_DB_URL differs between Ray containers" in e for e in errors)

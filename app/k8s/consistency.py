@@ -180,6 +180,31 @@ SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
               "TIERSERVE_API_KEYS")
 
 
+def check_keys_env(rs: dict[str, Any], config: TierserveConfig) -> list[str]:
+    """The keys database URL, admin keys and Redis URL (configs/ server.keys names them) come
+    from a Secret, and every Ray container sees the same ones: an ingress replica may land on
+    any pod, and replicas must share one database and one set of counters."""
+    keys = config.server.keys
+    names = (keys.db_url_env, keys.admin_keys_env, keys.counters_url_env)
+    errors: list[str] = []
+    seen: dict[str, set[str]] = {n: set() for n in names}
+    for group, _, template in _pod_groups(rs):
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env") or []}
+            for n in names:
+                entry = env.get(n)
+                if entry is not None and "value" in entry:
+                    errors.append(f"{group}: {n} set as a plain value; take it from a Secret "
+                                  f"(values secrets.*)")
+                ref = ((entry or {}).get("valueFrom") or {}).get("secretKeyRef")
+                seen[n].add(f"{ref['name']}/{ref['key']}" if ref else "-")
+    for n, refs in seen.items():
+        if len(refs) > 1:
+            errors.append(f"{n} differs between Ray containers ({sorted(refs)}); every pod must "
+                          f"share one keys database and one set of counters")
+    return errors
+
+
 def _under(path: str, mount: str) -> bool:
     return path == mount or path.startswith(mount.rstrip("/") + "/")
 
@@ -233,4 +258,4 @@ def check(objects: list[dict[str, Any]], config: TierserveConfig) -> list[str]:
         return [f"expected exactly one RayService, found {len(services)}"]
     rs = services[0]
     return (check_serve_config(rs, config) + check_serve_env(rs, config) + check_groups(rs, config)
-            + check_ports(objects, rs) + check_model_cache(rs, config))
+            + check_ports(objects, rs) + check_model_cache(rs, config) + check_keys_env(rs, config))

@@ -181,6 +181,21 @@ def _check_tier(tier: TierConfig, tv: dict[str, Any], plan: dict[str, Any]) -> l
     return warnings
 
 
+def _check_keys(config: TierserveConfig, values: dict[str, Any]) -> list[str]:
+    """Keys and limits need shared state once there is more than one pod or replica."""
+    secrets = values.get("secrets") or {}
+    warnings = []
+    if not (secrets.get("database") or {}).get("name"):
+        warnings.append("secrets.database.name is empty: each pod keeps its own SQLite keys "
+                        "database; set a Secret with a PostgreSQL URL for production")
+    redis_url = (secrets.get("redis") or {}).get("name") or \
+        config.server.keys.counters_url.startswith("redis")
+    if config.server.ingress_replicas > 1 and not redis_url:
+        warnings.append(f"{config.server.ingress_replicas} ingress replicas without Redis "
+                        "(secrets.redis.name): each replica enforces per-key limits alone")
+    return warnings
+
+
 def generated_values(config: TierserveConfig, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The `generated` values block (from configs/) and any warnings about the user's values."""
     known = {t.name for t in config.tiers}
@@ -196,9 +211,13 @@ def generated_values(config: TierserveConfig, values: dict[str, Any]) -> tuple[d
         plans.append(plan)
     serve_yaml = yaml.safe_dump(serve_config_doc(config), sort_keys=False)
     ray_serve_env = [{"name": k, "value": v} for k, v in config.server.ray_serve.env().items()]
+    warnings += _check_keys(config, values)
+    keys = config.server.keys
+    keys_env = {"database": keys.db_url_env, "adminKeys": keys.admin_keys_env,
+                "redis": keys.counters_url_env}
     return {"profile": config.profile, "serveConfigV2": serve_yaml,
             "apiKeysEnv": config.server.api_keys_env, "rayServeEnv": ray_serve_env,
-            "tiers": plans}, warnings
+            "keysEnv": keys_env, "tiers": plans}, warnings
 
 
 def parse_manifests(manifests: dict[str, str]) -> list[dict[str, Any]]:

@@ -54,6 +54,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     secretKeyRef: {name: {{ .name | quote }}, key: {{ .key | quote }}}
 {{- end }}
 {{- end }}
+{{- range $k, $envName := ($g.keysEnv | default dict) }}
+{{- with (index $.Values.secrets $k) }}
+{{- if .name }}
+- name: {{ $envName }}
+  valueFrom:
+    secretKeyRef: {name: {{ .name | quote }}, key: {{ .key | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- with .Values.secrets.s3 }}
 {{- if .name }}
 - name: AWS_ACCESS_KEY_ID
