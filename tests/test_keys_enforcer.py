@@ -258,3 +258,16 @@ def test_redis_outage_policies_never_raise_a_500(config, store):
     with pytest.raises(OpenAIError) as err:
         _run(closed_enf.admit_request(p))
     assert err.value.status == 503 and err.value.headers["retry-after"] == "2"
+
+
+def test_database_outage_is_a_503_not_a_500(config, tmp_path):
+    store = KeyStore(f"sqlite:///{tmp_path / 'gone.db'}")
+    created = store.create(KeyCreate(team="t", name="n"))
+    enf = KeyEnforcer(config, store, MemoryCounters())
+    store.engine.dispose()
+    (tmp_path / "gone.db").unlink()
+    (tmp_path / "gone.db").mkdir()  # the database file is gone: every query fails
+    with pytest.raises(OpenAIError) as err:
+        _run(enf.authenticate(bearer(created.key)))
+    assert err.value.status == 503 and err.value.code == "keys_unavailable"
+    assert err.value.headers["retry-after"] == "2"

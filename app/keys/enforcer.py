@@ -122,8 +122,17 @@ class KeyEnforcer:
             return self.cfg.auth == "open"
         if self._open and time.monotonic() - self._open_checked > self.cfg.cache_ttl_s:
             self._open_checked = time.monotonic()
-            self._refresh_open(await asyncio.to_thread(self.store.count))
+            self._refresh_open(await self._db(self.store.count))
         return self._open
+
+    async def _db(self, fn, *args):
+        """A database call off the event loop; an outage is a 503, never a 500."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            log.warning("keys database unavailable: %s", type(exc).__name__)
+            raise OpenAIError(503, "The keys database is unavailable; retry shortly.",
+                              code="keys_unavailable", retry_after_s=2) from None
 
     # -- authentication --------------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Principal:
@@ -140,7 +149,7 @@ class KeyEnforcer:
         now = time.monotonic()  # the cache is keyed by hash: no plaintext kept in memory
         hit, info = self._cache.get(digest, now)
         if not hit:
-            info = await asyncio.to_thread(self.store.lookup, token)
+            info = await self._db(self.store.lookup, token)
             self._cache.put(digest, info, now)
         if info is None:
             raise _invalid_key()
@@ -247,7 +256,7 @@ class KeyEnforcer:
         ttl = int(period_end(start, key.budget_period) - now) + 86_400
         ok, spent = await self.counters.take_budget(name, limit, units, None, ttl)
         if spent == NEEDS_SEED:  # first use this period (or Redis restarted): from the database
-            tok, usd = await asyncio.to_thread(self.store.spent, key.id, start)
+            tok, usd = await self._db(self.store.spent, key.id, start)
             seed = tok if key.budget_tokens is not None else int(usd * 1_000_000)
             ok, spent = await self.counters.take_budget(name, limit, units, seed, ttl)
         if not ok:
