@@ -109,13 +109,14 @@ class Dispatcher:
                     return Opened(tier, reason, first, gen, attempt)
                 gen.cancel()
                 cause = "engine_dead" if "dead" in first.message.lower() else "engine_error"
-            if cause in INFRA_CAUSES:
-                self._router.report_failure.remote(tier, cause)
             if cause == "replica_died" and not retried_same_tier:
-                # Serve routes the retry to another replica of the same tier, if it has one.
+                # Serve routes the retry to another replica of the same tier, if it has one;
+                # the tier counts as failed only if that fails too.
                 retried_same_tier = True
                 plan.insert(attempt, tier)
                 plan = plan[: self._fallback.max_attempts + 1]
+            elif cause in INFRA_CAUSES:
+                self._router.report_failure.remote(tier, cause)
         if cause == "overloaded":
             raise OpenAIError(503, "All eligible tiers are at their queue limit; retry shortly.",
                               code="overloaded", retry_after_s=self._retry_after_s)

@@ -33,6 +33,7 @@ from app.protocol.internal import RouteDecision, RouteRequest, TierCall, TierErr
 from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from app.routing.features import estimate_tokens
 from deployments.dispatch import Dispatcher, Opened
+from deployments.relay import StreamRelay
 from deployments.metrics import IngressMetrics, reason_kind
 
 log = logging.getLogger("ray.serve.tierserve.requests")
@@ -60,56 +61,12 @@ class RequestRecord:
     team: str | None = None  # keyed requests only
     ticket: Ticket | None = None  # what the key reserved; reconciled when the request ends
     limit_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*
+    served_by: list[str] = field(default_factory=list)  # tiers after the first, by migration
 
     def headers(self) -> dict[str, str]:
         # x-request-id is set by Serve's proxy (it echoes a client's or makes one).
         return {**self.limit_headers, "x-tierserve-tier": self.tier,
                 "x-tierserve-route-reason": self.reason}
-
-
-class StreamRelay:
-    """Relays a tier's SSE chunks and reads the usage chunk Tierserve always asks for."""
-
-    def __init__(self, opened: Opened, record: RequestRecord, client_wants_usage: bool,
-                 idle_timeout_s: float) -> None:
-        self._opened = opened
-        self._record = record
-        self._wants_usage = client_wants_usage
-        self._idle_timeout_s = idle_timeout_s
-
-    def _keep(self, chunk: str) -> bool:
-        if '"choices":[]' in chunk and '"usage"' in chunk:
-            usage = json.loads(chunk[len("data: "):]).get("usage") or {}
-            self._record.prompt_tokens = usage.get("prompt_tokens", 0)
-            self._record.completion_tokens = usage.get("completion_tokens", 0)
-            return self._wants_usage
-        return True
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        batch = self._opened.first
-        try:
-            while True:
-                if self._record.ttft_s is None:
-                    self._record.ttft_s = time.perf_counter() - self._record.start
-                out = "".join(c for c in batch if self._keep(c))
-                if out:
-                    yield out.encode()
-                batch = await asyncio.wait_for(self._opened.rest.__anext__(), self._idle_timeout_s)
-        except StopAsyncIteration:
-            return
-        except asyncio.CancelledError:
-            self._record.status = 499  # client went away: stop the engine's work too
-            raise
-        except asyncio.TimeoutError:  # a stuck engine must not hold the client forever
-            self._record.status = 504
-            yield _error_event(f"the tier sent nothing for {self._idle_timeout_s:.0f} s",
-                               "timeout_error", "stream_idle_timeout")
-        except Exception as exc:  # a tier failed mid-stream: it is too late to retry
-            self._record.status = 500
-            yield _error_event(f"stream interrupted: {type(exc).__name__}", "server_error",
-                               "stream_interrupted")
-        finally:
-            self._opened.rest.cancel()
 
 
 class _Once:
@@ -137,12 +94,6 @@ class _ClosingStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._on_close()
-
-
-def _error_event(message: str, type_: str, code: str) -> bytes:
-    """An OpenAI-shaped error as the last SSE event of a stream, then [DONE]."""
-    err = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return f"data: {json.dumps(err)}\n\ndata: [DONE]\n\n".encode()
 
 
 class Gateway:
@@ -298,19 +249,26 @@ class Gateway:
             self._leave()
             opened.rest.cancel()
             return self._final(opened.first, record)
+        relay = StreamRelay(opened, call, record, wants_usage,
+                            self.config.tier(opened.tier).stream_idle_timeout_s,
+                            reopen=self.dispatcher.open, fallbacks=decision.fallbacks,
+                            max_migrations=self.config.routing.fallback.max_migrations,
+                            on_migrate=lambda a, b: self._migrated(record, a, b))
         done = _Once(lambda: self._end_stream(opened, record))
-        return _ClosingStream(self._relay(opened, record, wants_usage, done), done,
-                              media_type="text/event-stream",
+        return _ClosingStream(self._relay(relay, done), done, media_type="text/event-stream",
                               headers={**record.headers(), "cache-control": "no-cache"})
 
-    async def _relay(self, opened: Opened, record: RequestRecord, wants_usage: bool,
-                     done: "_Once") -> AsyncIterator[bytes]:
+    @staticmethod
+    async def _relay(relay: StreamRelay, done: "_Once") -> AsyncIterator[bytes]:
         try:
-            idle_s = self.config.tier(opened.tier).stream_idle_timeout_s
-            async for chunk in StreamRelay(opened, record, wants_usage, idle_s):
+            async for chunk in relay:
                 yield chunk
         finally:
             done()
+
+    def _migrated(self, record: RequestRecord, from_tier: str, to_tier: str) -> None:
+        record.served_by.append(to_tier)
+        self.metrics.migrations.inc(tags={"from_tier": from_tier, "to_tier": to_tier})
 
     def _end_stream(self, opened: Opened, record: RequestRecord) -> None:
         opened.rest.cancel()
@@ -384,6 +342,7 @@ class Gateway:
         line = {"event": "request", "request_id": record.request_id, "endpoint": record.endpoint,
                 "tier": tier, "reason": record.reason, "status": record.status,
                 "stream": record.stream, "attempts": record.attempts,
+                "migrated_to": record.served_by,
                 "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
                 "ttft_ms": None if record.ttft_s is None else round(record.ttft_s * 1000, 2),
                 "latency_ms": round(total * 1000, 2)}

@@ -48,6 +48,10 @@ class IngressMetrics:
         self.fallbacks = metrics.Counter(
             "tierserve_fallbacks_total", "Requests moved to another tier before the first token.",
             tag_keys=("from_tier", "to_tier", "cause"))
+        self.migrations = metrics.Counter(
+            "tierserve_migrations_total",
+            "Streams continued on another replica or tier after a failure mid-stream.",
+            tag_keys=("from_tier", "to_tier"))
         self.retries = metrics.Counter(
             "tierserve_retries_total", "Extra attempts made for a request.", tag_keys=("tier",))
         self.in_flight = metrics.Gauge(

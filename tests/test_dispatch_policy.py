@@ -87,7 +87,15 @@ def test_a_dead_replica_is_retried_on_its_own_tier_first_and_reported() -> None:
     fast, reasoning = _Tier([ActorDiedError(), ["data: x"]]), _Tier([["data: y"]])
     opened, router = _dispatch({"fast": fast, "reasoning": reasoning})
     assert (opened.tier, opened.reason, opened.attempts) == ("fast", "retry:replica_died", 2)
-    assert router.reports == [("fast", "replica_died")] and reasoning.calls == 0
+    # the tier served the retry: one dead replica does not make it unhealthy
+    assert router.reports == [] and reasoning.calls == 0
+
+
+def test_a_tier_whose_retry_also_fails_is_reported_and_falls_back() -> None:
+    fast = _Tier([ActorDiedError(), ActorDiedError()])
+    opened, router = _dispatch({"fast": fast, "reasoning": _Tier([["data: y"]])})
+    assert (opened.tier, opened.reason, opened.attempts) == ("reasoning", "fallback:replica_died", 3)
+    assert router.reports == [("fast", "replica_died")]
 
 
 def test_a_full_queue_falls_back_without_marking_the_tier_unhealthy() -> None:

@@ -45,8 +45,10 @@ def test_the_ledger_names_segments_of_an_engine_killed_outright(tmp_path, monkey
     monkeypatch.setenv(engine_shm.LEDGER_ENV, str(tmp_path))
     child = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from multiprocessing import shared_memory as s; "
-         "m = s.SharedMemory(create=True, size=4096); print(m.name, flush=True); time.sleep(60)"],
+         "import sys, time; from multiprocessing import shared_memory as s, resource_tracker as t; "
+         "m = s.SharedMemory(create=True, size=4096); "
+         # as under Ray: nothing unlinks the segment when its process dies
+         "t.unregister(m._name, 'shared_memory'); print(m.name, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         path = Path("/dev/shm") / child.stdout.readline().strip().lstrip("/")
@@ -62,6 +64,7 @@ def test_the_ledger_names_segments_of_an_engine_killed_outright(tmp_path, monkey
     finally:
         child.kill()
         child.wait()
+        path.unlink(missing_ok=True)
 
 
 def test_a_missing_ray_auth_token_is_created_once(tmp_path, monkeypatch) -> None:

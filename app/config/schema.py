@@ -136,6 +136,8 @@ class FallbackConfig(Strict):
     # A routing decision slower than this is abandoned for the default tier (reason
     # `router_timeout`): the router must never stall a request.
     decision_budget_ms: float = Field(100, gt=0)
+    # Streams a failed tier leaves half-sent are continued elsewhere this many times (0: off).
+    max_migrations: int = Field(1, ge=0, le=3)
 
 
 class RoutingConfig(Strict):

@@ -1,0 +1,98 @@
+"""Fault paths through the real ingress and router, over real Ray Serve, with fake tiers
+that fail on request (tests/fault_app.py)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.config import load_config
+from tests.conftest import sse_events
+from tests.fault_app import (APP_NAME, ROUTE_PREFIX, SilentRedis, deploy_fault_app, fault_config,
+                             marker, sse_text)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def faults(tierserve_stack):
+    from ray import serve
+
+    redis = SilentRedis()
+    deploy_fault_app(fault_config(load_config("local-cpu"), f"redis://127.0.0.1:{redis.port}/0"))
+    try:
+        yield f"{tierserve_stack.base_url}{ROUTE_PREFIX}"
+    finally:
+        serve.delete(APP_NAME)
+        redis.close()
+
+
+def _chat(base: str, content: str, stream: bool = False, max_tokens: int = 8,
+          headers: dict[str, str] | None = None, timeout: float = 60) -> httpx.Response:
+    body = {"model": "auto", "stream": stream, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": content}]}
+    return httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=timeout)
+
+
+def test_a_replica_dying_before_the_first_token_is_retried_on_its_own_tier(faults, tmp_path):
+    resp = _chat(faults, f"Hello fault:die_before_first:{marker(tmp_path, 'a')}", stream=True)
+    assert resp.status_code == 200, resp.text
+    events = sse_events(resp.content)
+    assert events[-1] == "[DONE]" and sse_text(events).split() == [f"w{i}" for i in range(8)]
+    assert resp.headers["x-tierserve-route-reason"] == "retry:replica_died"
+
+
+def test_a_long_non_streaming_answer_outlives_the_first_token_timeout(faults):
+    # first_token_timeout_s is 2 here; the answer takes 4 s and must not be cut.
+    resp = _chat(faults, "Hello fault:slow_whole:4")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["usage"]["completion_tokens"] == 8
+    assert not resp.headers["x-tierserve-route-reason"].startswith(("fallback", "retry"))
+
+
+def test_a_stream_that_goes_silent_ends_with_an_idle_timeout_event(faults):
+    resp = _chat(faults, "Hello fault:hang_after:3", stream=True)
+    assert resp.status_code == 200
+    events = sse_events(resp.content)
+    assert sse_text(events).split() == ["w0", "w1", "w2"]
+    assert events[-2]["error"]["code"] == "stream_idle_timeout"
+    assert events[-2]["error"]["type"] == "timeout_error"
+    assert events[-1] == "[DONE]"
+
+
+def test_a_hung_affinity_store_costs_the_decision_budget_not_the_request(faults):
+    # The router's Redis accepts connections and never answers: the decision is abandoned
+    # for the default tier, and says so.
+    resp = _chat(faults, "Hello", headers={"x-session-id": "s-hung-redis"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-tierserve-route-reason"] == "router_timeout"
+    assert resp.headers["x-tierserve-tier"] == load_config("local-cpu").routing.default_tier
+
+
+def test_a_replica_dying_mid_stream_is_migrated_into_one_continuous_answer(faults, tmp_path):
+    resp = _chat(faults, f"Hello fault:die_after:3:{marker(tmp_path, 'mid')}", stream=True,
+                 headers={"x-request-id": "mid-stream-1"})
+    assert resp.status_code == 200
+    events = sse_events(resp.content)
+    assert events[-1] == "[DONE]" and not any("error" in e for e in events if isinstance(e, dict))
+    assert sse_text(events).split() == [f"w{i}" for i in range(8)]  # nothing lost, nothing twice
+    chunks = [e for e in events if isinstance(e, dict)]
+    assert len({c["id"] for c in chunks}) == 1  # one stream id for the client
+    last = [c for c in chunks if c["choices"] and c["choices"][0].get("finish_reason")][-1]
+    assert len(last["tierserve"]["served_by"]) == 2
+
+
+def test_a_migrated_stream_counts_usage_as_the_client_received_it(faults, tmp_path):
+    body = {"model": "auto", "stream": True, "max_tokens": 8,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": f"Hi fault:die_after:5:{marker(tmp_path, 'u')}"}]}
+    resp = httpx.post(f"{faults}/v1/chat/completions", json=body, timeout=60)
+    events = [e for e in sse_events(resp.content) if isinstance(e, dict)]
+    usage = [e["usage"] for e in events if e.get("usage")]
+    assert len(usage) == 1 and usage[0]["completion_tokens"] == 8
+    assert usage[0]["prompt_tokens"] == 3  # the fake's original prompt, not the continuation's
+
+
+def test_a_full_stream_after_faults_still_answers(faults):
+    resp = _chat(faults, "Hello", stream=True, max_tokens=4)
+    assert resp.status_code == 200 and sse_events(resp.content)[-1] == "[DONE]"
