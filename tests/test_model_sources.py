@@ -314,3 +314,24 @@ def test_building_an_s3_tier_touches_no_store(monkeypatch):
     fast = load_config("local-cpu").tier("fast").model_copy(update={"model_source": "s3://b/tiny-fast"})
     config = llm_config_for(fast)
     assert config.model_loading_config.model_source == "s3://b/tiny-fast"
+
+
+def test_a_connection_cut_mid_response_is_retried_from_the_last_byte(s3_env, tmp_path, monkeypatch,
+                                                                     caplog):
+    from tests.moto_s3 import CuttingProxy
+
+    uri = _uri(tmp_path)
+    manifest = s3.push(TINY, uri)
+    moto_port = int(s3_env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])
+    proxy = CuttingProxy(moto_port, cut_after=150 << 10, cuts=2)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{proxy.port}")
+        caplog.set_level("WARNING", logger="ray.serve.tierserve.models")
+        got = resolve(uri, settings=s3.TransferSettings(chunk_bytes=512 << 10, max_workers=2))
+    finally:
+        proxy.close()
+    assert proxy.cut >= 1, "the proxy never cut a response"
+    _same_files(TINY, Path(got.path))
+    # Resumed from the last byte written: nothing fetched twice.
+    assert got.fetched_bytes == manifest.total_bytes
+    assert "retry 1 of 2" in caplog.text

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,10 @@ class S3Error(RuntimeError):
 
 class S3Unreachable(S3Error):
     """The endpoint did not answer (as opposed to answering no)."""
+
+
+class _Truncated(S3Error):
+    """A response body ended before its range did."""
 
 
 @dataclass(frozen=True)
@@ -254,8 +259,8 @@ def _fetch_chunk(s3: Any, loc: S3Uri, fs: _FileState, index: int, settings: Tran
                 return
             block = body.read(min(settings.block_bytes, end - offset))
             if not block:
-                raise S3Error(f"{loc}/{fs.entry.path}: the response ended at byte {offset} "
-                              f"of {end}; pull again to resume")
+                raise _Truncated(f"{loc}/{fs.entry.path}: the response ended at byte {offset} "
+                                 f"of {end}; pull again to resume")
             os.pwrite(fs.fd, block, offset)
             offset += len(block)
             fs.done[index] = offset - start
@@ -269,6 +274,23 @@ def _fetch_chunk(s3: Any, loc: S3Uri, fs: _FileState, index: int, settings: Tran
     finally:
         body.close()
         fs.save()  # whatever was written counts on the next try
+
+
+def _fetch_chunk_retrying(*args: Any, attempts: int = 3) -> None:
+    """A dropped connection or cut-off response costs a retry from the last byte written,
+    not the pull; answers from S3 (denied, missing, changed) are not retried."""
+    from botocore.exceptions import BotoCoreError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return _fetch_chunk(*args)
+        except (BotoCoreError, _Truncated) as exc:
+            stop: threading.Event = args[-1]
+            if attempt == attempts or stop.is_set():
+                raise
+            logger.warning("chunk of %s failed (%s), retry %d of %d", args[2].entry.path, exc,
+                           attempt, attempts - 1)
+            time.sleep(attempt)
 
 
 def _finish_file(fs: _FileState, uri: str) -> None:
@@ -319,8 +341,8 @@ def download(s3: Any, uri: str, manifest: Manifest, staging: Path, *,
         stats.resumed_bytes += sum(fs.have for fs in states)
         progress.start(f"pull {uri}", manifest.total_bytes, stats.resumed_bytes)
         with ThreadPoolExecutor(max_workers=settings.max_workers) as pool:
-            futures = [pool.submit(_fetch_chunk, s3, loc, fs, i, settings, progress, stats,
-                                   stats_lock, stop)
+            futures = [pool.submit(_fetch_chunk_retrying, s3, loc, fs, i, settings, progress,
+                                   stats, stats_lock, stop)
                        for fs in states for i in range(len(fs.chunks))]
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
             errors = [f.exception() for f in finished if f.exception() is not None]
