@@ -30,7 +30,7 @@ def _run(coro):
 def test_lua_window_matches_python_arithmetic(redis_url):
     async def go():
         rng = random.Random(7)
-        mem, red = MemoryCounters(), RedisCounters(redis_url)
+        mem, red = MemoryCounters(), RedisCounters(redis_url, timeout_s=5)
         try:
             now = 1_000_000
             for _ in range(400):
@@ -50,7 +50,7 @@ def test_lua_window_matches_python_arithmetic(redis_url):
 
 def test_two_replicas_share_one_limit(redis_url):
     async def go():
-        r1, r2 = RedisCounters(redis_url), RedisCounters(redis_url)
+        r1, r2 = RedisCounters(redis_url, timeout_s=5), RedisCounters(redis_url, timeout_s=5)
         try:
             results = await asyncio.gather(*[
                 (r1 if i % 2 else r2).take_window("w-shared", 5_000, W, 10, 1) for i in range(30)])
@@ -69,7 +69,7 @@ def test_two_replicas_share_one_limit(redis_url):
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_budget_seeds_once_and_stops_at_limit(kind, redis_url):
     async def go():
-        c = MemoryCounters() if kind == "memory" else RedisCounters(redis_url)
+        c = MemoryCounters() if kind == "memory" else RedisCounters(redis_url, timeout_s=5)
         name = f"budget:{kind}"
         assert await c.take_budget(name, 100, 10, None, 60) == (False, NEEDS_SEED)
         assert await c.take_budget(name, 100, 10, 85, 60) == (True, 95)

@@ -150,7 +150,7 @@ def test_tpm_admits_95_to_100_percent_of_the_limit(backend, config, store, reque
     """Requests with varied prompts and max_tokens, each reconciled to fewer tokens than it
     reserved, until refused: what the window holds is 95-100 % of the limit."""
     clock = Clock()
-    counters = MemoryCounters() if backend == "memory" else RedisCounters(request.getfixturevalue("redis_url"))
+    counters = MemoryCounters() if backend == "memory" else RedisCounters(request.getfixturevalue("redis_url"), timeout_s=5)
     enf = KeyEnforcer(config, store, counters, clock=clock)
     limit = 2000
     p = _run(enf.authenticate(bearer(store.create(KeyCreate(team="t", name=backend, tpm=limit)).key)))
@@ -183,7 +183,7 @@ def test_budget_never_exceeded_by_more_than_one_request(unit, config, store, red
     clock = Clock()
     spec = (dict(budget_tokens=500) if unit == "tokens" else dict(budget_usd=0.05))
     created = store.create(KeyCreate(team="t", name=unit, budget_period="day", **spec))
-    reps = [KeyEnforcer(config, store, RedisCounters(redis_url), clock=clock) for _ in range(2)]
+    reps = [KeyEnforcer(config, store, RedisCounters(redis_url, timeout_s=5), clock=clock) for _ in range(2)]
     # Already spent this period, before this replica started: read from the database.
     store.record_usage([reps[0].usage_event(created.info, "fast", "chat", 200, 100, 100, clock.t)])
 

@@ -168,7 +168,7 @@ class RedisCounters:
 
     PREFIX = "tierserve:limits:"
 
-    def __init__(self, url: str, timeout_s: float = 0.25) -> None:
+    def __init__(self, url: str, timeout_s: float = 0.5) -> None:
         import redis.asyncio as redis
 
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s,
