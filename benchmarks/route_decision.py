@@ -16,11 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config.loader import load_config  # noqa: E402
+from app.config.loader import REPO_ROOT, load_config  # noqa: E402
 from app.protocol.internal import RouteRequest  # noqa: E402
-from app.routing.cli import DEFAULT_ARTIFACT  # noqa: E402
 from app.routing.features import estimate_tokens  # noqa: E402
-from app.routing.learned import LearnedScorer  # noqa: E402
+from app.routing.scorer import load_scorer  # noqa: E402
 from app.routing.pipeline import TierRouter  # noqa: E402
 
 SHORT = "A store sells pens at $3 each. How many pens can Ann buy with $27?"
@@ -56,7 +55,8 @@ def main() -> int:
     ap.add_argument("--profile", default="local-cpu")
     ap.add_argument("--iters", type=int, default=2000)
     args = ap.parse_args()
-    router = TierRouter(load_config(args.profile), scorer=LearnedScorer.load(DEFAULT_ARTIFACT))
+    config = load_config(args.profile)
+    router = TierRouter(config, scorer=load_scorer(REPO_ROOT / config.routing.learned.artifact))
     for name, prompt in (("short", SHORT), ("4k-token", long_prompt(4096))):
         asyncio.run(timings(router, prompt, 50))  # warm up
         wall, cpu = asyncio.run(timings(router, prompt, args.iters))

@@ -29,9 +29,9 @@ def load_scorer(config: TierserveConfig) -> ComplexityScorer | None:
     learned = config.routing.learned
     if not learned.enabled:
         return None
-    from app.routing.learned import LearnedScorer
+    from app.routing.scorer import load_scorer as load_artifact
 
-    return LearnedScorer.load(REPO_ROOT / learned.artifact)
+    return load_artifact(REPO_ROOT / learned.artifact)
 
 
 def tiers_without_replicas(config: TierserveConfig, app_status) -> set[str]:

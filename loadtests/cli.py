@@ -86,7 +86,7 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
 def cmd_bench_router(args: argparse.Namespace) -> int:
     from loadtests.bench.router import router_markdown, run_router_bench
 
-    results = run_router_bench(args.profile, args.n)
+    results = run_router_bench(args.profile, args.n, args.artifact)
     out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-router"
     out.mkdir(parents=True)
     (out / "router.json").write_text(json.dumps(results, indent=2))
@@ -157,6 +157,7 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     rt = bench.add_parser("router", help="router decision latency (in process)")
     rt.add_argument("--profile", default="local-cpu")
     rt.add_argument("-n", type=int, default=2000)
+    rt.add_argument("--artifact", help="time this scorer artifact instead of the configured one")
     rt.add_argument("--out", default=str(RESULTS))
     rt.set_defaults(func=cmd_bench_router)
     cs = bench.add_parser("cold-start", help="deploy-to-ready: one tier vs bare vLLM")

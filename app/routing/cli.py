@@ -13,20 +13,37 @@ import sys
 from pathlib import Path
 
 from app.config.loader import REPO_ROOT, config_dir, load_config
-from app.routing.learned import LearnedScorer
+from app.routing.scorer import load_scorer
 from app.routing.training.data import DEFAULT_DATA_DIR
 
-DEFAULT_ARTIFACT = REPO_ROOT / "app" / "routing" / "artifacts" / "complexity.json"
+ARTIFACTS = REPO_ROOT / "app" / "routing" / "artifacts"
+HAND_ARTIFACT = ARTIFACTS / "complexity.json"
+EMBED_ARTIFACT = ARTIFACTS / "complexity_embed.json"
+
+
+def _configured_artifact(profile: str = "local-cpu") -> Path:
+    """The artifact configs/routing.yaml selects (`learned.artifact`): the live scorer."""
+    return REPO_ROOT / load_config(profile).routing.learned.artifact
+
+
+DEFAULT_ARTIFACT = HAND_ARTIFACT  # kept for benchmarks/route_decision.py
 
 
 def _train(args: argparse.Namespace) -> int:
-    from app.routing.training.train import train, write_threshold
+    from app.routing.training.train import write_threshold
 
+    if args.scorer == "embedding":
+        from app.routing.training.train_embed import train
+        out = args.out or EMBED_ARTIFACT
+    else:
+        from app.routing.training.train import train  # type: ignore[assignment]
+        out = args.out or HAND_ARTIFACT
     result = train(args.data, seed=args.seed, strong_share=args.target_reasoning_share)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(result.scorer.dumps())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.scorer.dumps())
     meta = result.scorer.meta
-    print(f"wrote {args.out} (l2={meta['l2']}, n_train={meta['n_train']}, "
+    l2 = {k: v for k, v in meta.items() if k.startswith("l2")}
+    print(f"wrote {out} ({l2}, n_train={meta['n_train']}, "
           f"validation APGR by l2: {meta['validation_apgr']})")
     print(f"threshold: {result.threshold} (sends {args.target_reasoning_share:.0%} of the "
           f"training prompts to reasoning)")
@@ -40,7 +57,9 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from app.routing.training.evaluate import evaluate, heldout_rows, plot
 
-    scorer = LearnedScorer.load(args.artifact)
+    if args.kfold:
+        return _kfold(args)
+    scorer = load_scorer(args.artifact or _configured_artifact(args.profile))
     rows = heldout_rows(args.data, scorer)
     if not rows:
         print(f"{args.data}: every prompt was used in training; nothing to evaluate", file=sys.stderr)
@@ -58,11 +77,26 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kfold(args: argparse.Namespace) -> int:
+    from app.routing.training.kfold import kfold, summary
+
+    table = summary(kfold(args.data, args.kfold, args.seed))
+    if args.json:
+        print(json.dumps(table))
+        return 0
+    print(f"k-fold by subject (k={args.kfold}, seed={args.seed}), mean over folds")
+    print(f"{'recipe':15s} {'APGR':>7s} {'±sd':>6s} {'CPT50':>7s} {'MMLU':>7s} {'GSM8K':>7s}")
+    for name, r in table.items():
+        print(f"{name:15s} {r['apgr']:7.4f} {r['apgr_sd']:6.3f} {r['cpt50']:7.1%} "
+              f"{r['apgr_mmlu']:7.4f} {r['apgr_gsm8k']:7.4f}")
+    return 0
+
+
 def _explain(args: argparse.Namespace) -> int:
     from app.protocol.internal import RouteRequest
     from app.routing.pipeline import TierRouter
 
-    scorer = LearnedScorer.load(args.artifact)
+    scorer = load_scorer(args.artifact or _configured_artifact(args.profile))
     router = TierRouter(load_config(args.profile), scorer=scorer)
     req = RouteRequest(request_id="explain", endpoint="chat", model=args.model,
                        prompt_text=args.prompt, tier_header=args.tier_header,
@@ -75,7 +109,9 @@ def _explain(args: argparse.Namespace) -> int:
 def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("route-train", help="train the complexity scorer and calibrate the threshold")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--scorer", choices=["embedding", "hand-features"], default="embedding",
+                   help="embedding: v2 (wordllama vectors + hand features); hand-features: v1")
+    p.add_argument("--out", type=Path, help="default: the scorer's artifact in app/routing/artifacts/")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-reasoning-share", type=float, default=0.3,
                    help="share of a reference sample (the training prompts) sent to reasoning")
@@ -85,8 +121,11 @@ def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("route-eval", help="RouteLLM metrics on prompts the scorer never saw")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--artifact", type=Path, help="default: the one configs/routing.yaml selects")
     p.add_argument("--profile", default="local-cpu", help="config used to time TierRouter.decide")
+    p.add_argument("--kfold", type=int, metavar="K",
+                   help="instead: retrain both recipes in K folds by subject and compare")
+    p.add_argument("--seed", type=int, default=0, help="k-fold assignment seed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=Path, help="write the router-vs-random plot to this PNG")
     p.set_defaults(func=_eval)
@@ -94,7 +133,7 @@ def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("route-explain", help="print the routing decision for a prompt")
     p.add_argument("prompt")
     p.add_argument("--profile", default="local-cpu")
-    p.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--artifact", type=Path, help="default: the one configs/routing.yaml selects")
     p.add_argument("--model", default="auto")
     p.add_argument("--tier-header", help="as if sent with x-tierserve-tier")
     p.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"])

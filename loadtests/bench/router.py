@@ -23,16 +23,16 @@ PROMPTS = {
 }
 
 
-def build_router(profile: str) -> TierRouter:
+def build_router(profile: str, artifact: str | None = None) -> TierRouter:
     config = load_config(profile)
     aff = config.routing.affinity
     store = make_store(aff.store_url, aff.ttl_s, aff.max_sessions) if aff.enabled else None
     scorer = None
     if config.routing.learned.enabled:
         from app.config.loader import REPO_ROOT
-        from app.routing.learned import LearnedScorer
+        from app.routing.scorer import load_scorer
 
-        scorer = LearnedScorer.load(REPO_ROOT / config.routing.learned.artifact)
+        scorer = load_scorer(REPO_ROOT / (artifact or config.routing.learned.artifact))
     return TierRouter(config, scorer, store)
 
 
@@ -47,8 +47,8 @@ async def _time_decisions(router: TierRouter, text: str, n: int, session: bool) 
     return out
 
 
-def run_router_bench(profile: str, n: int = 2000) -> dict[str, Any]:
-    router = build_router(profile)
+def run_router_bench(profile: str, n: int = 2000, artifact: str | None = None) -> dict[str, Any]:
+    router = build_router(profile, artifact)
     results: dict[str, Any] = {}
     for label, text in PROMPTS.items():
         for session in (False, True):

@@ -105,3 +105,21 @@ def split_rows(rows: list[Row], share: float, seed: int) -> Split:
 def unseen(rows: list[Row], train_subjects: set[str], train_digests: set[str]) -> list[Row]:
     """Rows a model trained on (`train_subjects`, GSM8K `train_digests`) never saw."""
     return [r for r in rows if r.group not in train_subjects and r.digest not in train_digests]
+
+
+def kfold_by_subject(rows: list[Row], k: int, seed: int) -> list[Split]:
+    """k folds: each tests on whole MMLU subjects (about 1/k of them) and 1/k of the GSM8K
+    rows, and trains on the rest; every subject and GSM8K row is tested exactly once."""
+    if k < 2:
+        raise ValueError("k-fold needs k >= 2")
+    rng = random.Random(seed)
+    subjects = sorted({r.group for r in rows if r.source != GSM8K})
+    rng.shuffle(subjects)
+    gsm = sorted({r.digest for r in rows if r.source == GSM8K})
+    rng.shuffle(gsm)
+    folds = []
+    for i in range(k):
+        held = set(subjects[i::k]) | set(gsm[i::k])
+        folds.append(Split(train=[r for r in rows if r.group not in held and r.digest not in held],
+                           test=[r for r in rows if r.group in held or r.digest in held]))
+    return folds

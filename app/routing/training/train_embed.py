@@ -1,0 +1,164 @@
+"""`tierserve route-train --scorer embedding`: fit the embedding scorer (v2).
+
+Same split, label and calibration as the hand-feature scorer (train.py). The
+multiple-choice head reads the hand features, the embedding extras and the top
+`PCA_DIMS` principal components of the mean token vector; the free-form head (GSM8K
+style) reads the dense features only: on ~800 free-form rows the vector overfits.
+Each head's L2 is chosen on validation subjects inside the training part; then both
+heads are refit on all training rows and the PCA is folded into one weight vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.routing import complexity_features, embed_features
+from app.routing.embedding import PACKAGE, WEIGHTS, StaticEmbedder, shared_embedder
+from app.routing.learned_embed import DENSE_NAMES, EmbeddingScorer, Head
+from app.routing.training.data import GSM8K, Row, load_rows, split_rows
+from app.routing.training.metrics import routing_curve
+from app.routing.training.train import HELDOUT_SHARE, calibrate_threshold, fit_logistic, standardise
+
+PCA_DIMS = 16
+L2_OPTIONS = (0.003, 0.01, 0.03)
+L2_FREE = (0.3, 1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Matrices:
+    """Everything training needs from a list of rows, computed once."""
+
+    dense: np.ndarray  # (n, len(DENSE_NAMES))
+    emb: np.ndarray  # (n, 256) mean token vectors
+    options: np.ndarray  # (n,) bool: multiple-choice head
+    weak: np.ndarray
+    strong: np.ndarray
+
+    @property
+    def label(self) -> np.ndarray:
+        return (self.strong & ~self.weak).astype(float)
+
+    def take(self, idx: np.ndarray) -> "Matrices":
+        return Matrices(self.dense[idx], self.emb[idx], self.options[idx], self.weak[idx],
+                        self.strong[idx])
+
+
+def matrices(rows: list[Row], embedder: StaticEmbedder | None = None) -> Matrices:
+    embedder = embedder or shared_embedder()
+    dense, emb, opts = [], [], []
+    for r in rows:
+        ef = embed_features.extract(r.prompt, embedder)
+        dense.append(complexity_features.extract(r.prompt) + list(ef.extra))
+        emb.append(ef.mean)
+        opts.append(ef.has_options)
+    return Matrices(np.array(dense, dtype=float).reshape(len(rows), len(DENSE_NAMES)),
+                    np.array(emb, dtype=float).reshape(len(rows), -1), np.array(opts, dtype=bool),
+                    np.array([r.weak_ok for r in rows]), np.array([r.strong_ok for r in rows]))
+
+
+def _round(v: np.ndarray) -> tuple[float, ...]:
+    return tuple(round(float(t), 8) for t in v)  # short, stable JSON
+
+
+def fit_head(m: Matrices, l2: float, pca_dims: int) -> Head:
+    mean, scale = standardise(m.dense)
+    x = (m.dense - mean) / scale
+    if pca_dims == 0:
+        w, b = fit_logistic(x, m.label, l2)
+        return Head(_round(mean), _round(scale), _round(w), (), round(b, 8))
+    mu = m.emb.mean(axis=0)
+    # Top principal directions of the mean vectors, from the covariance's eigenvectors.
+    evals, evecs = np.linalg.eigh(np.cov(m.emb - mu, rowvar=False))
+    v = evecs[:, np.argsort(-evals, kind="stable")[:pca_dims]].T  # (k, 256)
+    p = (m.emb - mu) @ v.T
+    p_mean, p_scale = standardise(p)
+    w, b = fit_logistic(np.hstack([x, (p - p_mean) / p_scale]), m.label, l2)
+    wx, wp = w[: x.shape[1]], w[x.shape[1]:] / p_scale
+    # Fold PCA and standardisation into one vector: wp·((e - mu)V' - p_mean) = u·e - const.
+    u = v.T @ wp
+    bias = b - float(mu @ u) - float(p_mean @ wp)
+    return Head(_round(mean), _round(scale), _round(wx), _round(u), round(bias, 8))
+
+
+def fit(m: Matrices, l2_options: float, l2_free: float, embedding: dict[str, str],
+        meta: dict | None = None) -> EmbeddingScorer:
+    return EmbeddingScorer(fit_head(m.take(np.flatnonzero(m.options)), l2_options, PCA_DIMS),
+                           fit_head(m.take(np.flatnonzero(~m.options)), l2_free, 0),
+                           embedding, meta or {})
+
+
+def logits(s: EmbeddingScorer, m: Matrices) -> np.ndarray:
+    """Vectorised scorer logits (ranks as the probabilities do)."""
+    out = np.zeros(len(m.dense))
+    for head, mask in ((s.options, m.options), (s.free, ~m.options)):
+        w = np.array(head.weights) / np.array(head.scale)
+        z = (m.dense[mask] - np.array(head.mean)) @ w + head.bias
+        if head.embed_weights:
+            z += m.emb[mask] @ np.array(head.embed_weights)
+        out[mask] = z
+    return out
+
+
+def choose_l2(fit_m: Matrices, val_m: Matrices, embedding: dict[str, str]) -> tuple[float, float, dict]:
+    """Each head's L2 by validation APGR on its own rows (ties: the stronger L2)."""
+    table: dict[str, dict[str, float]] = {"options": {}, "free": {}}
+    for l2o, l2f in zip(L2_OPTIONS, L2_FREE):
+        sc = logits(fit(fit_m, l2o, l2f, embedding), val_m)
+        for name, mask, l2 in (("options", val_m.options, l2o), ("free", ~val_m.options, l2f)):
+            if mask.any() and (val_m.strong[mask].mean() > val_m.weak[mask].mean()):
+                table[name][str(l2)] = round(routing_curve(sc[mask], val_m.weak[mask],
+                                                           val_m.strong[mask]).apgr, 6)
+    pick = lambda grid, name: max(grid, key=lambda l2: (table[name].get(str(l2), 0.0), l2))  # noqa: E731
+    return pick(L2_OPTIONS, "options"), pick(L2_FREE, "free"), table
+
+
+def embedding_info(embedder: StaticEmbedder) -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {"package": PACKAGE, "version": version(PACKAGE), "table": WEIGHTS,
+            "fingerprint": embedder.fingerprint}
+
+
+def fit_recipe(train_rows: list[Row], seed: int, embedder: StaticEmbedder | None = None,
+               cache: dict[str, Matrices] | None = None) -> tuple[EmbeddingScorer, Matrices]:
+    """The whole recipe on some rows: inner split, L2 per head, refit. Used by train and k-fold."""
+    embedder = embedder or shared_embedder()
+    info = embedding_info(embedder)
+    inner = split_rows(train_rows, HELDOUT_SHARE, seed + 1)
+    get = (lambda rows: matrices(rows, embedder)) if cache is None else \
+        (lambda rows: _from_cache(rows, cache))
+    l2o, l2f, table = choose_l2(get(inner.train), get(inner.test), info)
+    m = get(train_rows)
+    meta = {"seed": seed, "l2_options": l2o, "l2_free": l2f, "pca_dims": PCA_DIMS,
+            "label": "weak wrong and strong right", "validation_apgr": table,
+            "n_train": len(train_rows)}
+    return fit(m, l2o, l2f, info, meta), m
+
+
+def _from_cache(rows: list[Row], cache: dict[str, Matrices]) -> Matrices:
+    index = cache["index"]  # type: ignore[index]
+    return cache["all"].take(np.array([index[(r.group, r.digest)] for r in rows], dtype=int))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    scorer: EmbeddingScorer
+    threshold: float
+
+
+def train(data_dir: Path, seed: int = 0, strong_share: float = 0.3) -> TrainResult:
+    rows = load_rows(data_dir)
+    split = split_rows(rows, HELDOUT_SHARE, seed)
+    scorer, m = fit_recipe(split.train, seed)
+    scorer.meta.update({
+        "heldout_share": HELDOUT_SHARE,
+        "train_subjects": sorted({r.group for r in split.train if r.source != GSM8K}),
+        "heldout_subjects": sorted({r.group for r in split.test if r.source != GSM8K}),
+        "gsm8k_train_digests": sorted(r.digest for r in split.train if r.source == GSM8K),
+    })
+    z = logits(scorer, m)
+    probs = 1.0 / (1.0 + np.exp(-z))
+    return TrainResult(scorer, round(calibrate_threshold(probs, strong_share), 6))
