@@ -49,6 +49,10 @@ def _train(args: argparse.Namespace) -> int:
           f"training prompts to reasoning)")
     if args.write_config:
         path = config_dir() / "routing.yaml"
+        if _configured_artifact().resolve() != out.resolve():
+            print(f"not writing the threshold: {path} selects {_configured_artifact()}, not {out}; "
+                  "set `learned.artifact` first", file=sys.stderr)
+            return 2
         write_threshold(path, result.threshold)
         print(f"updated threshold in {path}")
     return 0
