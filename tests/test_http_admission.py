@@ -89,3 +89,12 @@ def test_request_models_expose_routing_view():
     with pytest.raises(ValidationError):
         ChatCompletionRequest.model_validate({"model": "auto", "n": 2,
                                               "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_long_string_content_is_allowed_but_content_parts_are_capped():
+    # The parts bound once applied to plain strings too: any message over 128 characters was a 400.
+    ChatCompletionRequest.model_validate({"model": "auto", "messages": [
+        {"role": "user", "content": "x" * 5000}]})
+    with pytest.raises(ValidationError):
+        ChatCompletionRequest.model_validate({"model": "auto", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}] * 500}]})

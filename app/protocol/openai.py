@@ -7,7 +7,7 @@ other field passes through to vLLM, which validates it against the model.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -41,7 +41,9 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = Field(None, max_length=MAX_CONTENT_PARTS)
+    # The bound is on the number of parts; on the union it also capped a plain string at
+    # MAX_CONTENT_PARTS characters.
+    content: str | Annotated[list[ContentPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
