@@ -1,4 +1,4 @@
-"""`tierserve loadtest [SCENARIO|matrix]` and `tierserve bench {overhead,router,cold-start}`.
+"""`tierserve loadtest [SCENARIO|matrix]` and `tierserve bench {overhead,router,tiering,cold-start}`.
 
 Imported by app/cli.py through `add_loadtest_commands`; heavy imports wait for the command.
 """
@@ -96,6 +96,16 @@ def cmd_bench_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_tiering(args: argparse.Namespace) -> int:
+    from loadtests.bench.tiering import markdown, run_tiering_bench
+
+    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-tiering"
+    summary = run_tiering_bench(args.profile, args.n, args.concurrency, args.max_tokens, args.seed, out)
+    print(markdown(summary, args.concurrency, args.max_tokens))
+    print(f"results (JSON, table, tiering.png) in {out}")
+    return 0
+
+
 def cmd_bench_cold_start(args: argparse.Namespace) -> int:
     from loadtests.bench.coldstart import run_cold_start
 
@@ -106,6 +116,18 @@ def cmd_bench_cold_start(args: argparse.Namespace) -> int:
         print(f"{name:<16} {seconds:6.1f} s to ready")
     print(f"results in {out}")
     return 0
+
+
+def cmd_bench_faults(args: argparse.Namespace) -> int:
+    from loadtests.bench.faults import FaultsPlan, run_faults, table
+
+    plan = FaultsPlan(concurrency=args.concurrency, phase_s=args.phase_s, kill_after_s=args.kill_after_s,
+                      max_tokens=args.max_tokens, phases=args.phases.split(","), profile=args.profile)
+    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-faults"
+    rows = run_faults(plan, out)
+    print(table(rows))
+    print(f"results in {out}")
+    return 0 if all(r["lost"] == 0 for r in rows) else 1
 
 
 def _add_stack_options(p: argparse.ArgumentParser) -> None:
@@ -160,6 +182,23 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     rt.add_argument("--artifact", help="time this scorer artifact instead of the configured one")
     rt.add_argument("--out", default=str(RESULTS))
     rt.set_defaults(func=cmd_bench_router)
+    tb = bench.add_parser("tiering", help="quality vs cost: all-fast, all-reasoning and auto, live")
+    tb.add_argument("--profile", default="local-cpu")
+    tb.add_argument("-n", type=int, default=200, help="held-out labelled prompts to replay")
+    tb.add_argument("--concurrency", type=int, default=4)
+    tb.add_argument("--max-tokens", type=int, default=16)
+    tb.add_argument("--seed", type=int, default=0)
+    tb.add_argument("--out", default=str(RESULTS))
+    tb.set_defaults(func=cmd_bench_tiering)
+    fb = bench.add_parser("faults", help="replicas killed under streaming load: lost, retried, migrated")
+    fb.add_argument("--profile", default="local-cpu")
+    fb.add_argument("--concurrency", type=int, default=8)
+    fb.add_argument("--phase-s", type=float, default=30, help="seconds of load per fault")
+    fb.add_argument("--kill-after-s", type=float, default=8)
+    fb.add_argument("--max-tokens", type=int, default=64)
+    fb.add_argument("--phases", default="none,kill:fast,kill:reasoning")
+    fb.add_argument("--out", default=str(RESULTS))
+    fb.set_defaults(func=cmd_bench_faults)
     cs = bench.add_parser("cold-start", help="deploy-to-ready: one tier vs bare vLLM")
     _add_stack_options(cs)
     cs.set_defaults(func=cmd_bench_cold_start)
