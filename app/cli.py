@@ -80,6 +80,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"                  log in with Ray's auth token ({token}); print it with:\n"
               f"                  {Path(sys.executable).with_name('ray')} get-auth-token")
     print(f"  Ray metrics:    http://127.0.0.1:{stack.metrics_port}/metrics")
+    if lc.api_is_open(stack.base_url):
+        print("  API keys:       none exist, so the API is OPEN to anyone who can reach it;\n"
+              "                  `tierserve keys create --team T --name N` makes one and closes it")
+    else:
+        print("  API keys:       required (Authorization: Bearer <key>; `tierserve keys list`)")
     print("\nTry:\n  curl -N " f"{stack.base_url}/v1/chat/completions -H 'content-type: application/json' \\\n"
           "    -d '{\"model\": \"auto\", \"stream\": true, \"max_tokens\": 32, "
           "\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'")

@@ -177,6 +177,18 @@ def wait_ready(base_url: str, timeout_s: float = 600) -> dict:
     raise StackError(f"Tierserve not ready after {timeout_s:.0f}s; last /readyz answer: {last}")
 
 
+def api_is_open(base_url: str) -> bool:
+    """Whether the API answers without a key: an empty request is a 400 when open, 401 when
+    keys are required (authentication comes first; nothing is generated either way)."""
+    req = urllib.request.Request(f"{base_url}/v1/chat/completions", data=b"{}", method="POST",
+                                 headers={"content-type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        return exc.code != 401
+    return True
+
+
 def stop(stack: LocalStack, grace_s: float = 15) -> list[Path]:
     """Shut Serve down, stop the stack's own processes by PID (never another Ray of the
     user's), then remove the /dev/shm segments its engines left: those mapped now and those

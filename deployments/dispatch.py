@@ -61,6 +61,52 @@ def attempt_plan(decision: RouteDecision, max_attempts: int) -> list[str]:
     return [decision.tier, *decision.fallbacks][:max_attempts]
 
 
+class ReplicaDeaths:
+    """Per tier, an event set when a replica of it is seen to die, and whether the tier is
+    still suspect (no first output from it since). Calls on a suspect tier, and calls already
+    waiting when the death is seen, get a short grace instead of their full timeout: after a
+    death Serve queues calls at the handle until a replica runs, which may be a cold start."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self.suspect: set[str] = set()
+
+    def event(self, tier: str) -> asyncio.Event:
+        return self._events.setdefault(tier, asyncio.Event())
+
+    def observed(self, tier: str) -> None:
+        self.suspect.add(tier)
+        self._events.pop(tier, asyncio.Event()).set()  # wakes current waiters; later calls get a fresh one
+
+    def served(self, tier: str) -> None:
+        self.suspect.discard(tier)
+
+
+async def first_output(gen: Any, timeout_s: float, death: asyncio.Event, grace_s: float) -> Any:
+    """The call's first output within `timeout_s`, or within `grace_s` of a replica death on
+    its tier, whichever ends first; asyncio.TimeoutError otherwise."""
+    nxt = asyncio.ensure_future(gen.__anext__())
+    nxt.add_done_callback(_retrieve)  # a call given up on ends in an error nobody reads
+    dying = asyncio.ensure_future(death.wait())
+    try:
+        done, _ = await asyncio.wait({nxt, dying}, timeout=timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if nxt not in done and dying in done:
+            done, _ = await asyncio.wait({nxt}, timeout=grace_s)
+        if nxt not in done:
+            raise asyncio.TimeoutError
+        return nxt.result()
+    finally:
+        dying.cancel()
+        if not nxt.done():
+            nxt.cancel()
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class Dispatcher:
     def __init__(self, tiers: dict[str, DeploymentHandle], router: DeploymentHandle,
                  fallback: FallbackConfig, metrics: IngressMetrics, retry_after_s: int,
@@ -71,6 +117,7 @@ class Dispatcher:
         self._metrics = metrics
         self._retry_after_s = retry_after_s
         self._total_timeout = {t.name: t.request_timeout_s for t in tier_configs or []}
+        self.deaths = ReplicaDeaths()
 
     def first_output_timeout(self, tier: str, call: TierCall) -> float:
         """Streams: the first-token timeout. Non-streaming: the whole answer is the first
@@ -79,10 +126,16 @@ class Dispatcher:
             return self._fallback.first_token_timeout_s
         return self._total_timeout.get(tier, self._fallback.first_token_timeout_s)
 
-    async def open(self, call: TierCall, decision: RouteDecision) -> Opened:
+    def replica_died(self, tier: str) -> None:
+        """A replica of `tier` died (seen here or by the stream relay)."""
+        self.deaths.observed(tier)
+
+    async def open(self, call: TierCall, decision: RouteDecision, after_death: bool = False) -> Opened:
+        """`after_death`: the call continues one whose replica of `decision.tier` died, so its
+        first attempt there is held to the short grace too."""
         plan = attempt_plan(decision, self._fallback.max_attempts)
         cause, reason = "unavailable", decision.reason
-        retried_same_tier = False
+        retried_same_tier = after_death
         attempt = 0
         while attempt < len(plan):
             tier = plan[attempt]
@@ -94,9 +147,13 @@ class Dispatcher:
                                                       "cause": cause})
                 reason = f"fallback:{cause}" if tier != decision.tier else f"retry:{cause}"
                 await asyncio.sleep(self._fallback.backoff_ms / 1000 * 2 ** (attempt - 2))
+            timeout = self.first_output_timeout(tier, call)
+            if (retried_same_tier and tier == decision.tier) or tier in self.deaths.suspect:
+                timeout = min(timeout, self._fallback.replica_retry_timeout_s)
+            death = self.deaths.event(tier)
             gen = self._tiers[tier].generate.options(stream=True).remote(call)
             try:
-                first = await asyncio.wait_for(gen.__anext__(), self.first_output_timeout(tier, call))
+                first = await first_output(gen, timeout, death, self._fallback.replica_retry_timeout_s)
             except asyncio.CancelledError:
                 gen.cancel()
                 raise
@@ -106,9 +163,12 @@ class Dispatcher:
                 logger.warning("tier %s failed before its first output (%s): %r", tier, cause, exc)
             else:
                 if not (isinstance(first, TierError) and first.code >= 500):
+                    self.deaths.served(tier)
                     return Opened(tier, reason, first, gen, attempt)
                 gen.cancel()
                 cause = "engine_dead" if "dead" in first.message.lower() else "engine_error"
+            if cause == "replica_died":
+                self.replica_died(tier)
             if cause == "replica_died" and not retried_same_tier:
                 # Serve routes the retry to another replica of the same tier, if it has one;
                 # the tier counts as failed only if that fails too.

@@ -253,7 +253,8 @@ class Gateway:
                             self.config.tier(opened.tier).stream_idle_timeout_s,
                             reopen=self.dispatcher.open, fallbacks=decision.fallbacks,
                             max_migrations=self.config.routing.fallback.max_migrations,
-                            on_migrate=lambda a, b: self._migrated(record, a, b))
+                            on_migrate=lambda a, b: self._migrated(record, a, b),
+                            on_replica_death=self.dispatcher.replica_died)
         done = _Once(lambda: self._end_stream(opened, record))
         return _ClosingStream(self._relay(relay, done), done, media_type="text/event-stream",
                               headers={**record.headers(), "cache-control": "no-cache"})

@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Protocol
 
 from app.http.errors import OpenAIError
 from app.protocol.internal import RouteDecision, TierCall, TierError, TierFinal
-from deployments.dispatch import Opened
+from deployments.dispatch import Opened, failure_cause
 
 log = logging.getLogger("ray.serve.tierserve.requests")
 
@@ -40,7 +40,8 @@ class Record(Protocol):
 
 
 class Reopen(Protocol):
-    async def __call__(self, call: TierCall, decision: RouteDecision) -> Opened: ...
+    async def __call__(self, call: TierCall, decision: RouteDecision,
+                       after_death: bool = False) -> Opened: ...
 
 
 @dataclass
@@ -92,7 +93,7 @@ class StreamRelay:
     def __init__(self, opened: Opened, call: TierCall, record: Record, client_wants_usage: bool,
                  idle_timeout_s: float, reopen: Reopen | None = None,
                  fallbacks: list[str] | None = None, max_migrations: int = 1,
-                 on_migrate: Any = None) -> None:
+                 on_migrate: Any = None, on_replica_death: Any = None) -> None:
         self._opened = opened
         self._call = call
         self._record = record
@@ -102,6 +103,7 @@ class StreamRelay:
         self._fallbacks = fallbacks or []
         self._migrations_left = max_migrations
         self._on_migrate = on_migrate
+        self._on_replica_death = on_replica_death
         self.state = StreamState(served_by=[opened.tier])
         self._sent: list[str] = []  # the first tier's chunks, as sent
 
@@ -215,12 +217,20 @@ class StreamRelay:
             return self._finish_event("length")
         decision = RouteDecision(tier=from_tier, reason="migration",
                                  fallbacks=[t for t in self._fallbacks if t != from_tier])
+        died = failure_cause(exc) == "replica_died"
+        if died and self._on_replica_death is not None:
+            self._on_replica_death(from_tier)
         try:
-            opened = await self._reopen(nxt, decision)
-        except OpenAIError:
+            opened = await self._reopen(nxt, decision, after_death=died)
+        except OpenAIError as err:
+            log.warning(json.dumps({"event": "migration_failed", "from_tier": from_tier,
+                                    "cause": type(exc).__name__, "error": err.message}))
             return None
         if isinstance(opened.first, (TierError, TierFinal)):
             opened.rest.cancel()
+            detail = getattr(opened.first, "message", "a whole answer instead of a stream")
+            log.warning(json.dumps({"event": "migration_failed", "from_tier": from_tier,
+                                    "to_tier": opened.tier, "error": detail}))
             return None
         log.warning(json.dumps({"event": "migration", "from_tier": from_tier, "to_tier": opened.tier,
                                 "tokens_sent": self.state.tokens, "cause": type(exc).__name__}))

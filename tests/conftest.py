@@ -112,6 +112,8 @@ def tierserve_stack():
             for proc in ours:
                 with contextlib.suppress(Exception):
                     proc.kill()
+            if keep := os.environ.get("TIERSERVE_TEST_KEEP_LOGS"):  # debugging: keep replica logs
+                shutil.copytree(Path(temp_dir) / "session_latest" / "logs", keep, dirs_exist_ok=True)
             shutil.rmtree(temp_dir, ignore_errors=True)
             if node_id:  # HAProxy's config and sockets, kept per Ray node id
                 shutil.rmtree(Path("/tmp/haproxy-serve") / node_id, ignore_errors=True)

@@ -135,3 +135,32 @@ def test_attempts_stay_bounded(max_attempts: int) -> None:
     assert caught.value.status == 503 and caught.value.headers["retry-after"] == "1"
     # one same-tier retry after a replica death on top of max_attempts, never more
     assert sum(t.calls for t in tiers.values()) == max_attempts + 1
+
+
+def test_a_replica_death_on_the_tier_cuts_a_waiting_call_to_the_grace() -> None:
+    """A call queued for a tier whose replica just died must not sit out its full timeout."""
+    from deployments.dispatch import ReplicaDeaths, first_output
+
+    class _Never:
+        async def __anext__(self):
+            await asyncio.sleep(3600)
+
+    async def scenario():
+        deaths = ReplicaDeaths()
+        waiting = asyncio.ensure_future(first_output(_Never(), 3600, deaths.event("fast"), 0.05))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        deaths.observed("reasoning")  # another tier's death changes nothing
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        deaths.observed("fast")
+        done, _ = await asyncio.wait({waiting}, timeout=30)  # the grace, not the hour
+        assert waiting in done
+        with pytest.raises(asyncio.TimeoutError):
+            waiting.result()
+        assert not deaths.event("fast").is_set()  # later calls start afresh...
+        assert "fast" in deaths.suspect  # ...but on a short leash until the tier serves again
+        deaths.served("fast")
+        assert deaths.suspect == {"reasoning"}
+
+    asyncio.run(scenario())

@@ -49,10 +49,41 @@ def _fast_replica_actor(stack):
 
 
 def test_lost_replica_falls_back_without_losing_requests(tierserve_stack):
+    """Kill the fast tier's only replica mid-stream: the stream migrates to the reasoning
+    tier (real vLLM both sides) and the client gets one continuous answer; new requests fall
+    back until Serve has replaced the replica."""
+    import json
+    import threading
+
     import ray
 
     assert _chat(tierserve_stack, "Hello").headers["x-tierserve-tier"] == "fast"
+    body = {"model": "auto", "stream": True, "max_tokens": 1500, "ignore_eos": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Hello"}]}
+    events: list = []
+    first_chunk = threading.Event()
+
+    def read_stream() -> None:
+        with httpx.stream("POST", f"{tierserve_stack.base_url}/v1/chat/completions", json=body,
+                          timeout=300) as resp:
+            assert resp.headers["x-tierserve-tier"] == "fast"
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:] if line == "data: [DONE]" else json.loads(line[6:]))
+                    first_chunk.set()
+
+    reader = threading.Thread(target=read_stream)
+    reader.start()
+    assert first_chunk.wait(120)
     ray.kill(_fast_replica_actor(tierserve_stack), no_restart=True)
+    reader.join(300)
+    chunks = [e for e in events if isinstance(e, dict)]
+    assert events[-1] == "[DONE]" and not [e for e in chunks if "error" in e], events[-3:]
+    assert len({c["id"] for c in chunks}) == 1
+    usage = [c for c in chunks if c.get("usage")][-1]
+    assert usage["usage"]["completion_tokens"] == 1500  # what the client received, in all
+    assert usage["tierserve"]["served_by"] == ["fast", "reasoning"]
     reasons = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -66,7 +66,7 @@ def test_a_continuation_carries_the_partial_answer_and_what_is_left() -> None:
 def _relay(first_rest: _Rest, reopened: list[Opened], wants_usage: bool = True):
     calls: list[tuple[TierCall, RouteDecision]] = []
 
-    async def reopen(call, decision):
+    async def reopen(call, decision, after_death=False):
         calls.append((call, decision))
         return reopened.pop(0)
 
@@ -101,7 +101,7 @@ def test_a_stream_that_fails_mid_way_continues_on_another_replica() -> None:
 
 
 def test_without_a_tier_to_continue_on_the_stream_ends_with_a_clean_error() -> None:
-    async def nowhere(call, decision):
+    async def nowhere(call, decision, after_death=False):
         from app.http.errors import OpenAIError
         raise OpenAIError(503, "no tier", code="tier_unavailable")
 

@@ -136,6 +136,10 @@ class FallbackConfig(Strict):
     # A routing decision slower than this is abandoned for the default tier (reason
     # `router_timeout`): the router must never stall a request.
     decision_budget_ms: float = Field(100, gt=0)
+    # After a replica of a tier dies, calls waiting on that tier (and its same-tier retry)
+    # get this long for a first output before falling back: Serve queues calls at the
+    # handle while no replica runs, which may be a cold start.
+    replica_retry_timeout_s: float = Field(2, gt=0)
     # Streams a failed tier leaves half-sent are continued elsewhere this many times (0: off).
     max_migrations: int = Field(1, ge=0, le=3)
 
