@@ -177,6 +177,31 @@ def wait_ready(base_url: str, timeout_s: float = 600) -> dict:
     raise StackError(f"Tierserve not ready after {timeout_s:.0f}s; last /readyz answer: {last}")
 
 
+def start_private_stack(profile: str, temp_dir: str) -> LocalStack:
+    """A stack for benchmarks: free ports, its own Ray temp dir and an empty keys database
+    (so the API is open whatever keys the developer made), deployed the way `tierserve up`
+    does it. Stop it with `stop(stack)`."""
+    import yaml
+
+    from app.config.loader import load_config
+    from app.serve_config import render_serve_config
+
+    stack = LocalStack(gcs_port=free_port(), dashboard_port=free_port(), metrics_port=free_port(),
+                       serve_port=free_port(), haproxy_metrics_port=free_port(),
+                       haproxy_stats_port=free_port(), temp_dir=temp_dir)
+    config = load_config(profile)
+    Path(temp_dir).mkdir(parents=True, exist_ok=True)
+    # The raylet's env reaches every replica: this stack's own, empty keys database.
+    os.environ[config.server.keys.db_url_env] = f"sqlite:///{temp_dir}/keys.db"
+    cfg_file = Path(temp_dir) / "serve_config.yaml"
+    cfg_file.write_text(yaml.safe_dump(render_serve_config(config, http_port=stack.serve_port),
+                                       sort_keys=False))
+    start_ray(stack, config.server.ray_serve)
+    serve_deploy(stack, cfg_file)
+    wait_ready(stack.base_url, 900)
+    return stack
+
+
 def api_is_open(base_url: str) -> bool:
     """Whether the API answers without a key: an empty request is a 400 when open, 401 when
     keys are required (authentication comes first; nothing is generated either way)."""

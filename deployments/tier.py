@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from typing import Any, AsyncGenerator, Callable
 
 import psutil

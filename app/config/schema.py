@@ -139,7 +139,7 @@ class FallbackConfig(Strict):
     # After a replica of a tier dies, calls waiting on that tier (and its same-tier retry)
     # get this long for a first output before falling back: Serve queues calls at the
     # handle while no replica runs, which may be a cold start.
-    replica_retry_timeout_s: float = Field(2, gt=0)
+    replica_retry_timeout_s: float = Field(1, gt=0)
     # Streams a failed tier leaves half-sent are continued elsewhere this many times (0: off).
     max_migrations: int = Field(1, ge=0, le=3)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from app.local_cluster import LocalStack, free_port, serve_deploy, stack_processes, start_ray, stop, wait_ready
+from app.local_cluster import LocalStack, stack_processes, start_private_stack, stop, wait_ready
 
 EASY = ["Hello!", "Thanks, that helps.", "What is the capital of France?", "Say hi to the team."]
 HARD = ["Prove step by step that there are infinitely many primes.",
@@ -162,26 +162,6 @@ def _sub(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 1)
 
 
-def start_stack(plan: FaultsPlan, temp_dir: str) -> LocalStack:
-    import yaml
-
-    from app.config.loader import load_config
-    from app.serve_config import render_serve_config
-
-    stack = LocalStack(gcs_port=free_port(), dashboard_port=free_port(), metrics_port=free_port(),
-                       serve_port=free_port(), haproxy_metrics_port=free_port(),
-                       haproxy_stats_port=free_port(), temp_dir=temp_dir)
-    config = load_config(plan.profile)
-    cfg_file = Path(temp_dir) / "serve_config.yaml"
-    cfg_file.parent.mkdir(parents=True, exist_ok=True)
-    cfg_file.write_text(yaml.safe_dump(render_serve_config(config, http_port=stack.serve_port),
-                                       sort_keys=False))
-    start_ray(stack, config.server.ray_serve)
-    serve_deploy(stack, cfg_file)
-    wait_ready(stack.base_url, 900)
-    return stack
-
-
 def run_faults(plan: FaultsPlan, out: Path) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     temp_dir = f"/tmp/tsf-{os.getpid()}"
@@ -190,7 +170,7 @@ def run_faults(plan: FaultsPlan, out: Path) -> list[dict[str, Any]]:
     stack = None
     try:
         print(f"starting a stack in {temp_dir} ...", flush=True)
-        stack = start_stack(plan, temp_dir)
+        stack = start_private_stack(plan.profile, temp_dir)
         url = f"{stack.base_url}/v1/chat/completions"
         baseline = None
         for fault in plan.phases:

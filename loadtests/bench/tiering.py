@@ -15,11 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -40,69 +37,45 @@ class Sample:
     source: str
 
 
-def sample(profile: str, n: int, seed: int, max_prompt_tokens: int = 1200) -> list[Sample]:
-    """n held-out prompts (unseen by the configured scorer) that fit the fast tier's context."""
+def sample(profile: str, n: int, seed: int, margin_tokens: int = 256) -> list[Sample]:
+    """n held-out prompts (unseen by the configured scorer) that fit the weakest tier's context
+    with `margin_tokens` to spare, counted with that tier's own tokenizer where it is local
+    (bytes/4 undercounts small vocabularies: the tiny models' by ~2.3x)."""
     from app.config.loader import REPO_ROOT, load_config
     from app.routing.features import estimate_tokens
     from app.routing.scorer import load_scorer
     from app.routing.training.data import DEFAULT_DATA_DIR
     from app.routing.training.evaluate import heldout_rows
 
-    scorer = load_scorer(REPO_ROOT / load_config(profile).routing.learned.artifact)
-    rows = [r for r in heldout_rows(DEFAULT_DATA_DIR, scorer)  # type: ignore[arg-type]
-            if estimate_tokens(r.prompt) <= max_prompt_tokens]
-    rows = random.Random(seed).sample(rows, min(n, len(rows)))
+    config = load_config(profile)
+    weak = config.tier(config.routing.weak_tier)
+    budget = weak.max_model_len - margin_tokens
+    count = estimate_tokens
+    if (REPO_ROOT / weak.model_source).is_dir():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(REPO_ROOT / weak.model_source)
+        count = lambda text: len(tokenizer.encode(text))  # noqa: E731
+    scorer = load_scorer(REPO_ROOT / config.routing.learned.artifact)
+    rows = heldout_rows(DEFAULT_DATA_DIR, scorer)  # type: ignore[arg-type]
+    rows = [r for r in random.Random(seed).sample(rows, len(rows)) if count(r.prompt) <= budget][:n]
     return [Sample(r.prompt, r.weak_ok, r.strong_ok, r.source) for r in rows]
 
 
 @contextlib.contextmanager
 def running_stack(profile: str) -> Iterator[tuple[str, Path]]:
-    """A Ray + `serve deploy` stack of our own (free ports, temp dir), stopped on exit.
+    """A stack of our own (free ports, temp dir, open API), stopped on exit."""
+    from app.local_cluster import start_private_stack, stop
 
-    The same lifecycle as tests/conftest.py's `tierserve_stack`; only its processes are killed.
-    """
-    from app.local_cluster import LocalStack, engine_env, free_port, stack_processes, wait_ready
-
-    os.environ.update(engine_env())  # before ray is imported
-    import ray
-    import yaml
-    from ray import serve
-
-    from app.config.loader import load_config
-    from app.serve_config import render_serve_config
-
-    config = load_config(profile)
     temp_dir = tempfile.mkdtemp(prefix="tsb-", dir="/tmp")  # short: Ray's unix sockets
-    os.environ[config.server.keys.db_url_env] = f"sqlite:///{temp_dir}/keys.db"  # open API
-    os.environ.update(config.server.ray_serve.env(free_port(), free_port()))
-    dash_port, metrics_port, http_port = free_port(), free_port(), free_port()
-    node_id = None
+    stack = None
     try:
-        ray.init(address="local", num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=dash_port, _temp_dir=temp_dir, _metrics_export_port=metrics_port,
-                 log_to_driver=False)
-        node_id = ray.get_runtime_context().get_node_id()
-        cfg = Path(temp_dir) / "serve_config.yaml"
-        cfg.write_text(yaml.safe_dump(render_serve_config(config, http_port=http_port), sort_keys=False))
-        subprocess.run([str(Path(sys.executable).with_name("serve")), "deploy", str(cfg), "--address",
-                        f"http://127.0.0.1:{dash_port}"], env=engine_env(), check=True,
-                       capture_output=True, text=True, timeout=300)
-        base_url = f"http://127.0.0.1:{http_port}"
-        wait_ready(base_url, timeout_s=900)
-        yield base_url, Path(temp_dir)
+        stack = start_private_stack(profile, temp_dir)
+        yield stack.base_url, Path(temp_dir)
     finally:
-        ours = stack_processes(LocalStack(temp_dir=temp_dir))
-        try:
-            if ray.is_initialized():
-                serve.shutdown()
-        finally:
-            ray.shutdown()
-            for proc in ours:
-                with contextlib.suppress(Exception):
-                    proc.kill()
-            shutil.rmtree(temp_dir, ignore_errors=True)
-            if node_id:
-                shutil.rmtree(Path("/tmp/haproxy-serve") / node_id, ignore_errors=True)
+        if stack is not None:
+            stop(stack)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _stack_cpu_s(temp_dir: Path) -> float:
