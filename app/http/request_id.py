@@ -1,6 +1,9 @@
-"""Bounded request ids: a client's `x-request-id` is kept only when it is 1–128 printable
-ASCII characters; otherwise the request gets a fresh id. The response always carries the
-id the request was logged under."""
+"""Bounded request ids: a client's `x-request-id` is used for Tierserve's logs and records
+only when it is 1–128 printable ASCII characters; otherwise the request gets a fresh id.
+
+The response's `x-request-id` is Ray Serve's own: its middleware, outside this app, echoes
+the id the client sent (or one it made), so this app does not add a second one.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,7 @@ HEADER = b"x-request-id"
 _VALID = re.compile(rb"[\x21-\x7e]{1,128}")
 
 Scope = dict[str, Any]
-Message = dict[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-                   Awaitable[None]]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
 def bounded_request_id(presented: bytes | None) -> str:
@@ -28,18 +29,10 @@ class RequestIdMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != HEADER]
-        presented = next((v for k, v in scope["headers"] if k.lower() == HEADER), None)
-        request_id = bounded_request_id(presented)
-        scope = {**scope, "headers": [*headers, (HEADER, request_id.encode())]}
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                out = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
-                message = {**message, "headers": [*out, (HEADER, request_id.encode())]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+        if scope["type"] == "http":
+            presented = next((v for k, v in scope["headers"] if k.lower() == HEADER), None)
+            request_id = bounded_request_id(presented)
+            if presented is None or request_id.encode() != presented:
+                headers = [(k, v) for k, v in scope["headers"] if k.lower() != HEADER]
+                scope = {**scope, "headers": [*headers, (HEADER, request_id.encode())]}
+        await self.app(scope, receive, send)

@@ -73,7 +73,8 @@ async def stream_chat(client: httpx.AsyncClient, url: str, body: dict,
 
 
 async def run_pass(url: str, body: dict, concurrency: int, requests: int,
-                   timeout_s: float = 120) -> tuple[list[StreamTiming], float]:
+                   timeout_s: float = 120, headers: dict[str, str] | None = None
+                   ) -> tuple[list[StreamTiming], float]:
     """`requests` streams from `concurrency` workers; returns timings and wall time."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
@@ -88,7 +89,7 @@ async def run_pass(url: str, body: dict, concurrency: int, requests: int,
             except asyncio.QueueEmpty:
                 return
             try:
-                results.append(await stream_chat(client, url, body))
+                results.append(await stream_chat(client, url, body, headers))
             except httpx.HTTPError:
                 results.append(StreamTiming(ok=False, status=-1))
 
