@@ -20,6 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from app.config.schema import TierserveConfig
 from app.http.body import parse_json_object, read_limited
 from app.http.errors import OpenAIError, from_validation_error, install_error_handlers
+from app.http.openapi import add_component_schemas, generation_route
 from app.http.request_id import RequestIdMiddleware
 from app.http.admin import admin_router
 from app.http.limits import Admission, load_api_keys
@@ -401,13 +402,23 @@ def create_http_app(gateway: Gateway) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(admin_router(gateway.store, gateway.admins, gateway.config.routing.strong_tier))
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", **generation_route(ChatCompletionRequest))
     async def chat(request: Request) -> Response:
         return await gateway.generate(request, "chat")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", **generation_route(CompletionRequest))
     async def completions(request: Request) -> Response:
         return await gateway.generate(request, "completion")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            app.openapi_schema = add_component_schemas(get_openapi(
+                title=app.title, version=app.version, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/v1/models")
     async def models() -> ModelList:

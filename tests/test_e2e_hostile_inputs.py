@@ -53,3 +53,17 @@ def test_a_request_without_max_tokens_gets_the_server_default(tierserve_stack, o
     resp = openai_client.chat.completions.create(
         model="tiny-fast", messages=[{"role": "user", "content": "Hi"}], extra_body={"ignore_eos": True})
     assert resp.usage.completion_tokens == load_config("local-cpu").server.default_max_tokens
+
+
+def test_the_openapi_schema_documents_bodies_and_every_error_answer(tierserve_stack) -> None:
+    from openapi_spec_validator import validate
+
+    spec = httpx.get(f"{tierserve_stack.base_url}/openapi.json", timeout=30).json()
+    validate(spec)
+    for path, model in (("/v1/chat/completions", "ChatCompletionRequest"),
+                        ("/v1/completions", "CompletionRequest")):
+        op = spec["paths"][path]["post"]
+        assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(model)
+        assert {"400", "401", "403", "404", "413", "429", "503"} <= set(op["responses"])
+    error = spec["components"]["schemas"]["ErrorBody"]
+    assert set(error["properties"]) == {"message", "type", "param", "code"}
