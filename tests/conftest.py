@@ -123,6 +123,24 @@ def tierserve_stack():
 
 
 @pytest.fixture(scope="session")
+def faults(tierserve_stack):
+    """Base URL of the fault app (tests/fault_app.py) on the session cluster: the real
+    ingress and router in front of fake tiers that fail on request."""
+    from ray import serve
+
+    from app.config import load_config
+    from tests.fault_app import APP_NAME, ROUTE_PREFIX, SilentRedis, deploy_fault_app, fault_config
+
+    redis = SilentRedis()
+    deploy_fault_app(fault_config(load_config("local-cpu"), f"redis://127.0.0.1:{redis.port}/0"))
+    try:
+        yield f"{tierserve_stack.base_url}{ROUTE_PREFIX}"
+    finally:
+        serve.delete(APP_NAME)
+        redis.close()
+
+
+@pytest.fixture(scope="session")
 def openai_client(tierserve_stack):
     from openai import OpenAI
 

@@ -33,6 +33,8 @@ def fault_config(base: TierserveConfig, redis_url: str) -> TierserveConfig:
     data["routing"]["fallback"].update(first_token_timeout_s=2, decision_budget_ms=150,
                                        backoff_ms=10, max_attempts=2)
     data["routing"]["affinity"]["store_url"] = redis_url
+    # Short answers: the fuzz may ask for any max_tokens, and the fake streams every one.
+    data["server"].update(max_tokens_limit=64, default_max_tokens=16)
     for tier in data["tiers"]:
         tier.update(stream_idle_timeout_s=2, request_timeout_s=60)
     return TierserveConfig.model_validate(data)

@@ -3,28 +3,16 @@ that fail on request (tests/fault_app.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from app.config import load_config
 from tests.conftest import sse_events
-from tests.fault_app import (APP_NAME, ROUTE_PREFIX, SilentRedis, deploy_fault_app, fault_config,
-                             marker, sse_text)
+from tests.fault_app import marker, sse_text
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def faults(tierserve_stack):
-    from ray import serve
-
-    redis = SilentRedis()
-    deploy_fault_app(fault_config(load_config("local-cpu"), f"redis://127.0.0.1:{redis.port}/0"))
-    try:
-        yield f"{tierserve_stack.base_url}{ROUTE_PREFIX}"
-    finally:
-        serve.delete(APP_NAME)
-        redis.close()
 
 
 def _chat(base: str, content: str, stream: bool = False, max_tokens: int = 8,
@@ -35,11 +23,16 @@ def _chat(base: str, content: str, stream: bool = False, max_tokens: int = 8,
 
 
 def test_a_replica_dying_before_the_first_token_is_retried_on_its_own_tier(faults, tmp_path):
-    resp = _chat(faults, f"Hello fault:die_before_first:{marker(tmp_path, 'a')}", stream=True)
+    claimed = marker(tmp_path, "a")
+    resp = _chat(faults, f"Hello fault:die_before_first:{claimed}", stream=True)
     assert resp.status_code == 200, resp.text
     events = sse_events(resp.content)
     assert events[-1] == "[DONE]" and sse_text(events).split() == [f"w{i}" for i in range(8)]
-    assert resp.headers["x-tierserve-route-reason"] == "retry:replica_died"
+    assert Path(claimed).exists()  # a replica did die on this request
+    # Tierserve retried it on the same tier; or Serve did, when the replica died before
+    # accepting the call (it retries those itself). Never a fallback to another tier.
+    reason = resp.headers["x-tierserve-route-reason"]
+    assert reason == "retry:replica_died" or not reason.startswith(("retry", "fallback")), reason
 
 
 def test_a_long_non_streaming_answer_outlives_the_first_token_timeout(faults):
