@@ -43,7 +43,9 @@ def _fast_replica_actor(stack):
 
     # Name the cluster: another Ray may run on this machine.
     for actor in list_actors(address=stack.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000):
-        if actor.name and "#tier-fast#" in actor.name:
+        # The app's own replica: other apps on the session cluster (the fault app) have a
+        # `tier-fast` deployment too.
+        if actor.name and f"{stack.app_name}#tier-fast#" in actor.name:
             return ray.get_actor(actor.name, namespace="serve")
     raise AssertionError("no live tier-fast replica")
 
