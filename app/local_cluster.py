@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -54,8 +55,24 @@ class LocalStack:
 
 
 def free_port() -> int:
-    """A free TCP port on loopback (for tests and benchmarks that start their own servers)."""
-    with socket.socket() as s:
+    """A free TCP port (for tests and benchmarks that start their own servers), taken from
+    between Ray's worker ports (10002-19999) and the kernel's ephemeral range: a port the
+    kernel hands out for `bind(0)` is ephemeral, and the many connections a starting Ray
+    cluster opens can take it before our server binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(20000, max(20001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # crowded machine: any free port
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
