@@ -18,6 +18,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app.config.schema import TierserveConfig
+from app.console.api import ConsoleDeps, console_router
+from app.console.recorder import DecisionLog
 from app.http.body import parse_json_object, read_limited
 from app.http.errors import OpenAIError, from_validation_error, install_error_handlers
 from app.http.openapi import add_component_schemas, generation_route
@@ -63,6 +65,8 @@ class RequestRecord:
     ticket: Ticket | None = None  # what the key reserved; reconciled when the request ends
     limit_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*
     served_by: list[str] = field(default_factory=list)  # tiers after the first, by migration
+    model: str | None = None
+    decision: RouteDecision | None = None  # the router's, for the console
 
     def headers(self) -> dict[str, str]:
         # x-request-id is set by Serve's proxy (it echoes a client's or makes one).
@@ -120,6 +124,8 @@ class Gateway:
         self.dispatcher = Dispatcher(tiers, router, config.routing.fallback, self.metrics,
                                      config.server.retry_after_s, config.tiers)
         self._ready = False
+        console = config.server.console
+        self.decisions = DecisionLog(console.recent_decisions if console.mode != "off" else 0)
 
     # -- admission and parsing -------------------------------------------------
     async def parse(self, request: Request, endpoint: str) -> tuple[dict[str, Any], Any]:
@@ -213,13 +219,13 @@ class Gateway:
             self.check_pins(principal, parsed, request)
         except OpenAIError as exc:
             return self._reject(exc, record)
-        record.stream = parsed.stream
+        record.stream, record.model = parsed.stream, parsed.model
         if self.config.server.log_prompts:
             record.prompt = parsed.prompt_text()
         try:
             decision = self.within_key(
                 await self.decide(parsed, endpoint, record, request, principal.may_pin), principal)
-            record.tier, record.reason = decision.tier, decision.reason
+            record.tier, record.reason, record.decision = decision.tier, decision.reason, decision
             record.ticket = await self.keys.reserve(principal, decision.tier,
                                                     _prompt_estimate(parsed),
                                                     parsed.requested_max_tokens())
@@ -351,6 +357,9 @@ class Gateway:
         if record.prompt is not None:
             line["prompt"] = record.prompt
         log.info(json.dumps(line))
+        if self.decisions.enabled:
+            self.decisions.add({**line, "decision": record.decision, "at": time.time(),
+                                "model": record.model, "team": record.team})
 
     # -- models and health --------------------------------------------------------
     def models(self) -> ModelList:
@@ -391,6 +400,13 @@ def _prompt_estimate(parsed: Any) -> int:
     return estimate_tokens(parsed.prompt_text()) + (8 * len(messages) + 8 if messages else 0)
 
 
+def _app_name() -> str:
+    try:
+        return serve.get_replica_context().app_name
+    except Exception:  # built outside a replica (tests)
+        return "tierserve"
+
+
 def _request_id(request: Request) -> str:
     """The client's x-request-id when it is a sane one (RequestIdMiddleware bounds it)."""
     return request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -401,6 +417,9 @@ def create_http_app(gateway: Gateway) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(admin_router(gateway.store, gateway.admins, gateway.config.routing.strong_tier))
+    app.include_router(console_router(ConsoleDeps(
+        gateway.config, gateway.admins, gateway.store, gateway.decisions, gateway.router,
+        _app_name(), gateway.config.server.tracing.resolved_endpoint())))
 
     @app.post("/v1/chat/completions", **generation_route(ChatCompletionRequest))
     async def chat(request: Request) -> Response:

@@ -55,6 +55,7 @@ class Router:
         self._cooldown_s = max(1.0, config.routing.fallback.backoff_ms / 1000 * 20)
         self._unhealthy_until: dict[str, float] = {}
         self._no_replicas: set[str] = set()
+        self._suspended: set[str] = set()  # by operators (console): auto traffic goes elsewhere
         self._metrics = RouterMetrics()
         self._app_name = serve.get_replica_context().app_name
         self._watcher = asyncio.create_task(self._watch_replicas())
@@ -74,7 +75,7 @@ class Router:
     def _unavailable(self) -> frozenset[str]:
         now = time.monotonic()
         cooling = {t for t, until in self._unhealthy_until.items() if until > now}
-        return frozenset(cooling | self._no_replicas)
+        return frozenset(cooling | self._no_replicas | self._suspended)
 
     async def route(self, req: RouteRequest) -> RouteDecision:
         decision = await self._router.decide(req, self._unavailable())
@@ -90,3 +91,15 @@ class Router:
         self._unhealthy_until[tier] = time.monotonic() + self._cooldown_s
         log.warning(json.dumps({"event": "tier_failure", "tier": tier, "cause": cause,
                                 "cooldown_s": self._cooldown_s}))
+
+    async def set_suspended(self, tier: str, suspended: bool) -> list[str]:
+        """An operator suspends (or resumes) a tier: `auto` requests are routed as if it had no
+        replica; requests that name the tier still reach it. Per router replica."""
+        if tier not in {t.name for t in self._config.tiers}:
+            raise ValueError(f"unknown tier {tier!r}")
+        (self._suspended.add if suspended else self._suspended.discard)(tier)
+        log.warning(json.dumps({"event": "tier_suspended" if suspended else "tier_resumed", "tier": tier}))
+        return sorted(self._suspended)
+
+    async def suspended(self) -> list[str]:
+        return sorted(self._suspended)

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.config.operations import ConsoleConfig, TracingConfig
+
 TierName = str
 
 
@@ -239,6 +241,8 @@ class ServerConfig(Strict):
     allowed_vllm_extensions: list[str] = Field(default_factory=list)
     keys: KeysConfig = KeysConfig()
     ray_serve: RayServeRuntime = RayServeRuntime()
+    console: ConsoleConfig = ConsoleConfig()
+    tracing: TracingConfig = TracingConfig()
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> "ServerConfig":

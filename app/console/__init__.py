@@ -1,0 +1,1 @@
+"""The operator's web console: a static page and its JSON API (README "Console")."""
