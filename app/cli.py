@@ -156,16 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="stop the local stack")
     down.set_defaults(func=cmd_down)
 
-    for module, adder in (("app.routing.cli", "add_routing_commands"), ("app.k8s.cli", "add_k8s_commands"),
-                          ("loadtests.cli", "add_loadtest_commands"),
-                          ("app.keytools.cli", "add_keys_commands")):
-        try:
-            mod = __import__(module, fromlist=[adder])
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue  # that part of Tierserve is not installed
-            raise
-        getattr(mod, adder)(sub)
+    # Plain imports (not __import__), so the import contract in pyproject.toml sees them.
+    from app.k8s.cli import add_k8s_commands
+    from app.keytools.cli import add_keys_commands
+    from app.routing.cli import add_routing_commands
+    from loadtests.cli import add_loadtest_commands
+
+    add_routing_commands(sub)
+    add_k8s_commands(sub)
+    add_loadtest_commands(sub)
+    add_keys_commands(sub)
     return parser
 
 
