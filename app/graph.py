@@ -36,12 +36,17 @@ def llm_config_for(tier: TierConfig) -> LLMConfig:
             "autoscaling_config": tier.autoscaling.to_serve(),
             "max_ongoing_requests": tier.max_ongoing_requests,
             "max_queued_requests": tier.max_queued_requests,
-            "ray_actor_options": {"num_cpus": res.num_cpus},
+            "ray_actor_options": {"num_cpus": res.num_cpus, "resources": res.pool_demand()},
         },
         # TierServer streams its own way (first chunk at once); no fixed batching.
         experimental_configs={"stream_batching_interval_ms": 0},
         log_engine_metrics=True,
     )
+    if res.node_pool:
+        # Every engine bundle asks for the pool too (ray.serve.llm's default bundles do not),
+        # so no worker of a tensor-parallel engine lands outside it.
+        device = {"GPU": 1} if res.accelerator == "gpu" else {"CPU": 1}
+        kwargs["placement_group_config"] = {"bundle_per_worker": {**device, **res.pool_demand()}}
     if res.accelerator == "cpu":
         kwargs["accelerator_config"] = {"kind": "cpu"}
     elif res.accelerator_type:

@@ -12,11 +12,11 @@ import yaml
 from app.config import load_config
 from app.k8s import consistency, cost
 from app.k8s.cli import main as k8s_main
-from app.k8s.render import VALUES_DIR, RenderError, Rendered, render, write_out
+from app.k8s.render import VALUES_DIR, RenderError, Rendered, parse_resources_param, render, write_out
 from app.k8s.validate import validate_rendered
 from app.serve_config import render_serve_config
 
-EXAMPLES = sorted(p for p in VALUES_DIR.glob("*.yaml") if p.name != "t4.yaml")
+EXAMPLES = sorted(VALUES_DIR.glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,38 @@ def test_broken_values_fail_clearly(tmp_path: Path, values: dict[str, Any], mess
 
 def test_t4_is_refused_for_a_bfloat16_profile() -> None:
     with pytest.raises(RenderError, match="T4 has no bfloat16"):
-        render([VALUES_DIR / "t4.yaml"])
+        render([VALUES_DIR / "t4.yaml"], profile="gpu",
+               extra_values={"tiers": {"fast": {"cpu": "8"}, "reasoning": {"cpu": "12"}}})
+
+
+def test_t4_values_select_the_float16_profile() -> None:
+    rendered = render([VALUES_DIR / "t4.yaml"])
+    assert rendered.config.profile == "gpu-t4"
+    assert {t.engine_kwargs["dtype"] for t in rendered.config.tiers} == {"float16"}
+    assert "profile: gpu-t4" in _one(rendered.objects, "RayService")["spec"]["serveConfigV2"]
+
+
+def test_each_tier_group_advertises_its_pool_and_only_it(default: Rendered) -> None:
+    groups = _groups(default)
+    for tier in default.config.tiers:
+        pool = tier.resources.node_pool
+        assert pool, f"tier {tier.name} names no node pool"
+        advertised = {n: parse_resources_param((g.get("rayStartParams") or {}).get("resources", ""))
+                      for n, g in groups.items()}
+        assert advertised[f"tier-{tier.name}"] == {pool: 1.0}
+        assert [n for n, res in advertised.items() if pool in res] == [f"tier-{tier.name}"]
+    assert consistency.check_pools(_one(default.objects, "RayService"), default.config) == []
+
+
+def test_consistency_catches_a_pool_on_the_wrong_group(default: Rendered) -> None:
+    objects = copy.deepcopy(default.objects)
+    rs = _one(objects, "RayService")
+    workers = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    workers["tier-fast"]["rayStartParams"].pop("resources")
+    workers["system"]["rayStartParams"]["resources"] = workers["tier-reasoning"]["rayStartParams"]["resources"]
+    errors = "\n".join(consistency.check_pools(rs, default.config))
+    assert "worker group tier-fast does not advertise pool_fast" in errors
+    assert "pool_reasoning is also advertised by ['system']" in errors
 
 
 def test_scale_to_zero_warns_while_serve_keeps_a_replica() -> None:

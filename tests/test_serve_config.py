@@ -7,6 +7,7 @@ import yaml
 from app.cli import main, render_text
 from app.config import load_config
 from app.config.loader import REPO_ROOT
+from app.config.schema import POOL_SHARE, AutoscalingConfig
 from app.graph import build_app, llm_config_for
 
 
@@ -67,3 +68,20 @@ def test_llm_config_per_tier():
     assert cfg.runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"
     gpu = llm_config_for(load_config("gpu").tier("reasoning"))
     assert gpu.accelerator_config is None or gpu.accelerator_config.kind != "cpu"
+
+
+def test_a_tier_with_a_node_pool_asks_for_it_in_every_bundle():
+    for profile in ("local-elastic", "gpu"):
+        for tier in load_config(profile).tiers:
+            pool = tier.resources.node_pool
+            assert pool
+            cfg = llm_config_for(tier)
+            assert cfg.deployment_config["ray_actor_options"]["resources"] == {pool: POOL_SHARE}
+            assert cfg.placement_group_config["bundle_per_worker"][pool] == POOL_SHARE
+
+
+def test_a_suspended_tier_is_a_deployment_that_stays_at_zero():
+    auto = AutoscalingConfig(min_replicas=0, max_replicas=0)
+    assert auto.suspended
+    assert auto.to_serve()["max_replicas"] == 1  # Serve's floor; nothing ever calls the tier
+    assert (auto.to_serve()["min_replicas"], auto.to_serve()["initial_replicas"]) == (0, 0)

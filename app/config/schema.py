@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.config.operations import ConsoleConfig, TracingConfig
 
 TierName = str
+# What one replica bundle asks of its node pool's resource (nodes advertise 1 or more).
+POOL_SHARE = 0.001
 
 
 class Strict(BaseModel):
@@ -23,7 +25,9 @@ class Strict(BaseModel):
 
 class AutoscalingConfig(Strict):
     min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
+    # 0 suspends the tier: it gets no replica, explicit requests for it are refused at once
+    # and `auto` ones go to another tier.
+    max_replicas: int = Field(1, ge=0)
     initial_replicas: int | None = Field(None, ge=0)
     target_ongoing_requests: float = Field(8, gt=0)
     upscale_delay_s: float = Field(10, ge=0)
@@ -35,8 +39,16 @@ class AutoscalingConfig(Strict):
             raise ValueError("min_replicas must be <= max_replicas")
         return self
 
+    @property
+    def suspended(self) -> bool:
+        return self.max_replicas == 0
+
     def to_serve(self) -> dict[str, Any]:
-        """Ray Serve's `autoscaling_config` for a deployment."""
+        """Ray Serve's `autoscaling_config` for a deployment. Serve needs max_replicas >= 1:
+        a suspended tier stays at zero because nothing ever calls it."""
+        if self.suspended:
+            return {**self.model_dump(exclude_none=True), "min_replicas": 0, "max_replicas": 1,
+                    "initial_replicas": 0}
         return self.model_dump(exclude_none=True)
 
 
@@ -49,6 +61,14 @@ class TierResources(Strict):
     accelerator_type: str | None = None  # e.g. "L4"; Ray's accelerator_type resource
     # Cores the engine's processes are pinned to (CPU only); see deployments/tier.py.
     cpu_cores: list[int] | None = None
+    # Ray custom resource of the node pool the tier runs on (a KubeRay worker group, a
+    # `tierserve cluster up` worker node): its replicas and their engines land only there.
+    node_pool: str | None = Field(None, pattern=r"^pool_[a-z0-9_]{1,40}$")
+
+    def pool_demand(self) -> dict[str, float]:
+        """The custom resource one bundle asks for: a token share, so the pool marks the
+        node without limiting how many replicas fit (CPUs and GPUs do that)."""
+        return {self.node_pool: POOL_SHARE} if self.node_pool else {}
 
     @model_validator(mode="after")
     def _gpu_matches(self) -> "TierResources":
@@ -84,6 +104,9 @@ class TierConfig(Strict):
     request_timeout_s: float = Field(1800, gt=0, le=3600)
     # A stream that sends nothing for this long after its first chunk ends with an error event.
     stream_idle_timeout_s: float = Field(120, gt=0)
+    # A request that finds the tier with no running replica (scaled to zero) waits this much
+    # longer for its first output: Serve queues it while a replica and its engine start.
+    cold_start_timeout_s: float = Field(300, gt=0)
 
     @property
     def deployment_name(self) -> str:

@@ -19,7 +19,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="values file (repeatable, merged left to right like helm -f)")
     p.add_argument("--set", action="append", default=[], dest="set_values", metavar="KEY=VAL",
                    help="value override in helm --set syntax (repeatable)")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, help="configs/ profile (default: gpu)")
+    p.add_argument("--profile", default=None,
+                   help=f"configs/ profile (default: the values' `profile`, else {DEFAULT_PROFILE})")
     p.add_argument("--release", default=DEFAULT_RELEASE)
     p.add_argument("--namespace", "-n", default=DEFAULT_NAMESPACE)
 

@@ -2,6 +2,7 @@
 
 serveConfigV2 equals what configs/ produce; each tier's Serve replica fits the worker group
 meant for it; GPU counts agree between Ray and Kubernetes; Ray start parameters are strings;
+each tier's node pool is advertised by its group alone;
 the ports that Services, NetworkPolicies and PodMonitors name exist on the pods; each tier
 pod keeps its model caches on a volume, and an s3:// tier gets its credentials from a Secret.
 """
@@ -13,7 +14,7 @@ from typing import Any, Iterator
 import yaml
 
 from app.config.schema import TierserveConfig
-from app.k8s.render import parse_cpu, serve_config_doc
+from app.k8s.render import parse_cpu, parse_resources_param, serve_config_doc
 
 HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -125,6 +126,29 @@ def _check_tier_fits(name: str, gpus: float, cpus: float,
     suspended = (tpl.get("metadata") or {}).get("annotations", {}).get("tierserve.io/suspended")
     if spec.get("maxReplicas", 1) < 1 and suspended != "true":
         errors.append(f"tier {name}: maxReplicas 0 and not suspended: never schedulable")
+    return errors
+
+
+def check_pools(rs: dict[str, Any], config: TierserveConfig) -> list[str]:
+    """Each tier's node pool (the custom resource its replicas ask for) is advertised by its
+    own worker group and by no other pod: its replicas are schedulable there and only there."""
+    advertised = {name: parse_resources_param((spec.get("rayStartParams") or {}).get("resources", ""))
+                  for name, spec, _ in _pod_groups(rs)}
+    errors = []
+    for tier in config.tiers:
+        pool, group = tier.resources.node_pool, f"tier-{tier.name}"
+        if not pool:
+            errors.append(f"tier {tier.name}: no resources.node_pool; its replicas could land on "
+                          f"any GPU group")
+            continue
+        if group in advertised and advertised[group].get(pool, 0) <= 0:
+            errors.append(f"tier {tier.name}: worker group {group} does not advertise {pool} in "
+                          f"rayStartParams.resources ({advertised[group] or 'none'}); its replicas "
+                          f"could never be scheduled")
+        others = sorted(n for n, res in advertised.items() if n != group and res.get(pool, 0) > 0)
+        if others:
+            errors.append(f"tier {tier.name}: {pool} is also advertised by {others}; its replicas "
+                          f"could land outside {group}")
     return errors
 
 
@@ -258,4 +282,4 @@ def check(objects: list[dict[str, Any]], config: TierserveConfig) -> list[str]:
         return [f"expected exactly one RayService, found {len(services)}"]
     rs = services[0]
     return (check_serve_config(rs, config) + check_serve_env(rs, config) + check_groups(rs, config)
-            + check_ports(objects, rs) + check_model_cache(rs, config) + check_keys_env(rs, config))
+            + check_pools(rs, config) + check_ports(objects, rs) + check_model_cache(rs, config) + check_keys_env(rs, config))

@@ -8,6 +8,7 @@ renders with Helm's own engine (helm-python-sdk, no binary and no cluster).
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,21 @@ def serve_config_doc(config: TierserveConfig, suspended: frozenset[str] = frozen
     return doc
 
 
+def pool_resources_param(resources: dict[str, float]) -> str:
+    """Custom resources as KubeRay's rayStartParams.resources wants them: '"{\\"pool_x\\": 1}"'."""
+    return json.dumps(json.dumps(resources))
+
+
+def parse_resources_param(value: str) -> dict[str, float]:
+    """The custom resources a rayStartParams.resources value advertises ({} if unreadable)."""
+    try:
+        inner = json.loads(value)
+        data = json.loads(inner) if isinstance(inner, str) else inner
+    except (TypeError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Helm's `-f a -f b` semantics: maps merge, lists and scalars replace, null deletes."""
     out = copy.deepcopy(base)
@@ -125,9 +141,14 @@ def plan_tier(tier: TierConfig, tv: dict[str, Any]) -> dict[str, Any]:
     per_worker = math.floor(gpus / res.num_gpus)
     if res.num_cpus:
         per_worker = min(per_worker, math.floor(cpus / res.num_cpus))
+    if not res.node_pool:
+        raise RenderError(f"tier {tier.name}: resources.node_pool is not set; each tier needs a "
+                          "node pool (Ray custom resource) so its replicas land on its worker group only")
     auto = tier.autoscaling
     return {
         "name": tier.name, "groupName": f"tier-{tier.name}",
+        # rayStartParams.resources in KubeRay's form: a JSON object, itself quoted.
+        "poolResources": pool_resources_param({res.node_pool: 1}),
         "numGpus": res.num_gpus, "numCpus": res.num_cpus,
         "gpusPerWorker": gpus, "cpusPerWorker": cpus, "replicasPerWorker": per_worker,
         "minWorkers": math.ceil(auto.min_replicas / per_worker),
@@ -232,10 +253,11 @@ def parse_manifests(manifests: dict[str, str]) -> list[dict[str, Any]]:
     return objects
 
 
-def render(values_files: list[Path] | None = None, *, profile: str = DEFAULT_PROFILE,
+def render(values_files: list[Path] | None = None, *, profile: str | None = None,
            extra_values: dict[str, Any] | None = None, release: str = DEFAULT_RELEASE,
            namespace: str = DEFAULT_NAMESPACE, chart_dir: Path = CHART_DIR) -> Rendered:
-    """Render the chart with the given values files (merged left to right) for one profile."""
+    """Render the chart with the given values files (merged left to right) for one profile:
+    `profile`, else the values' own `profile` (e.g. values/t4.yaml names gpu-t4), else gpu."""
     import helm_python as helm  # native library: load only when rendering
 
     user = load_values_files(list(values_files or []))
@@ -243,7 +265,7 @@ def render(values_files: list[Path] | None = None, *, profile: str = DEFAULT_PRO
         user = merge_values(user, extra_values)
     if "generated" in user:
         raise RenderError("values must not set `generated`: it is computed from configs/")
-    config = load_config(profile)
+    config = load_config(profile or user.get("profile") or DEFAULT_PROFILE)
     with helm.Chart.load(chart_dir) as chart:
         merged = chart.merge_values(user)
         try:
