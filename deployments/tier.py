@@ -223,7 +223,9 @@ class TierServer(LLMServer):
         upper = len(json.dumps(body.get("messages") or body.get("prompt")).encode())
         if upper + _TEMPLATE_MARGIN + max_tokens <= limit:
             return call if requested else _with_max_tokens(call, max_tokens)
-        prompt_tokens = self._prompt_tokens(call)
+        # In a thread: a long prompt's template and tokenizing take tens of ms to seconds,
+        # which on the event loop would stall every other stream of this replica.
+        prompt_tokens = await asyncio.to_thread(self._prompt_tokens, call)
         if not requested and prompt_tokens < limit:
             return _with_max_tokens(call, min(max_tokens, limit - prompt_tokens))
         if prompt_tokens + max_tokens <= limit:
@@ -277,4 +279,6 @@ def _to_final(out: Any) -> TierError | TierFinal:
         err = data["error"]
         return TierError(message=err.get("message", ""), type=err.get("type", "server_error"),
                          code=int(err.get("code") or 500), param=err.get("param"))
-    return TierFinal(body=out.model_dump(exclude_none=True))
+    # As vLLM's own server answers: every field, nulls included (`system_fingerprint`,
+    # `logprobs`, `refusal`...), which OpenAI's clients expect to find present.
+    return TierFinal(body=data)
