@@ -43,8 +43,11 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from app.routing.assemble import check_plugins
+
     for profile in list_profiles():
         config = load_config(profile)
+        check_plugins(config)  # routing.plugins names and params (ConfigError naming file/field)
         print(f"{profile}: ok ({', '.join(t.name for t in config.tiers)})")
     return 0
 

@@ -70,8 +70,11 @@ class RequestRecord:
 
     def headers(self) -> dict[str, str]:
         # x-request-id is set by Serve's proxy (it echoes a client's or makes one).
-        return {**self.limit_headers, "x-tierserve-tier": self.tier,
-                "x-tierserve-route-reason": self.reason}
+        headers = {**self.limit_headers, "x-tierserve-tier": self.tier,
+                   "x-tierserve-route-reason": self.reason}
+        if self.decision is not None and self.decision.contributions:
+            headers["x-tierserve-route-explain"] = self.decision.explain()  # each plugin's part
+        return headers
 
 
 class _Once:
@@ -195,6 +198,7 @@ class Gateway:
             reasoning_effort=getattr(parsed, "reasoning_effort", None) if may_pin else None,
             session_id=session_id,
             tier_header=request.headers.get("x-tierserve-tier") if may_pin else None,
+            user=parsed.user, team=record.team,
         )
         budget_s = self.config.routing.fallback.decision_budget_ms / 1000
         try:

@@ -14,24 +14,12 @@ import time
 
 from ray import serve
 
-from app.config.loader import REPO_ROOT
 from app.config.schema import TierserveConfig
 from app.protocol.internal import RouteDecision, RouteRequest
-from app.routing.affinity import make_store
-from app.routing.pipeline import TierRouter
-from app.routing.scorer import ComplexityScorer
+from app.routing.assemble import build_pipeline
 from deployments.metrics import RouterMetrics, reason_kind
 
 log = logging.getLogger("ray.serve.tierserve.routing")
-
-
-def load_scorer(config: TierserveConfig) -> ComplexityScorer | None:
-    learned = config.routing.learned
-    if not learned.enabled:
-        return None
-    from app.routing.scorer import load_scorer as load_artifact
-
-    return load_artifact(REPO_ROOT / learned.artifact)
 
 
 def tiers_without_replicas(config: TierserveConfig, app_status) -> set[str]:
@@ -48,10 +36,8 @@ def tiers_without_replicas(config: TierserveConfig, app_status) -> set[str]:
 
 class Router:
     async def __init__(self, config: TierserveConfig) -> None:
-        aff = config.routing.affinity
-        store = make_store(aff.store_url, aff.ttl_s, aff.max_sessions) if aff.enabled else None
         self._config = config
-        self._router = TierRouter(config, load_scorer(config), store)
+        self._pipeline = build_pipeline(config)
         self._cooldown_s = max(1.0, config.routing.fallback.backoff_ms / 1000 * 20)
         self._unhealthy_until: dict[str, float] = {}
         self._no_replicas: set[str] = set()
@@ -78,7 +64,7 @@ class Router:
         return frozenset(cooling | self._no_replicas | self._suspended)
 
     async def route(self, req: RouteRequest) -> RouteDecision:
-        decision = await self._router.decide(req, self._unavailable())
+        decision = await self._pipeline.decide(req, self._unavailable())
         self._metrics.decisions.inc(tags={"tier": decision.tier, "reason": reason_kind(decision.reason)})
         self._metrics.decision_latency.observe(decision.decision_ms / 1000)
         if decision.affinity_hit:

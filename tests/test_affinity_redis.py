@@ -12,7 +12,7 @@ import pytest
 
 from app.local_cluster import free_port
 from app.routing.affinity import make_store
-from app.routing.pipeline import TierRouter
+from app.routing.assemble import build_pipeline
 from app.routing.redis_affinity import KEY_PREFIX, RedisAffinityStore
 from tests.route_helpers import FixedScorer, request, two_tier_config
 
@@ -97,11 +97,11 @@ def test_router_sticks_across_replicas_via_redis(redis_url: str) -> None:
         cfg, scorer = two_tier_config(), FixedScorer(0.9)
         s1, s2 = RedisAffinityStore(redis_url, 60), RedisAffinityStore(redis_url, 60)
         try:
-            first = TierRouter(cfg, scorer, s1)
+            first = build_pipeline(cfg, scorer=scorer, store=s1)
             req = request(session_id="conv-redis")
             assert (await first.decide(req)).tier == "reasoning"
             scorer.value = 0.1  # an easy follow-up, decided by another replica
-            second = TierRouter(cfg, scorer, s2)
+            second = build_pipeline(cfg, scorer=scorer, store=s2)
             d = await second.decide(req.model_copy(update={"request_id": "2"}))
             assert (d.tier, d.reason, d.affinity_hit) == ("reasoning", "affinity", True)
         finally:

@@ -136,9 +136,9 @@ def test_default_prompts_route_to_the_tier_their_kind_promises():
     """The shipped prompt file keeps both tiers busy: hard -> reasoning, easy -> fast."""
     from app.config.loader import load_config
     from app.protocol.internal import RouteRequest
-    from app.routing.pipeline import TierRouter
+    from app.routing.assemble import build_pipeline
 
-    router = TierRouter(load_config("local-cpu"))
+    router = build_pipeline(load_config("local-cpu"))
     bank = PromptBank.load(DEFAULT_PROMPTS)
 
     async def tier_of(text: str) -> str:

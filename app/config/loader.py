@@ -76,6 +76,19 @@ def _sets(data: Any, loc: tuple) -> bool:
     return True
 
 
+def source_of(profile: str, loc: tuple[str, ...], root: Path | None = None) -> str:
+    """The file a profile's value at `loc` (e.g. ("routing", "plugins")) comes from: the
+    profile when it sets it, else the shared file; for errors found after loading."""
+    root = root or config_dir()
+    profile_path = root / "profiles" / f"{profile}.yaml"
+    if not profile_path.is_file():
+        return f"(profile {profile!r}, not from a file)"
+    shared = {"routing": root / "routing.yaml", "server": root / "server.yaml"}
+    if loc and loc[0] in shared and not _sets(_read_yaml(profile_path), loc):
+        return str(shared[loc[0]])
+    return str(profile_path)
+
+
 def load_config(profile: str, root: Path | None = None) -> TierserveConfig:
     """Load and validate one profile; raise ConfigError naming the file and field."""
     root = root or config_dir()

@@ -169,22 +169,100 @@ class FallbackConfig(Strict):
     max_migrations: int = Field(1, ge=0, le=3)
 
 
+class PluginRef(Strict):
+    """One routing plugin in config: a registered name (or `package.module:Class`) and its
+    settings. A bare string is the name alone."""
+
+    name: str = Field(min_length=1)
+    weight: float = Field(1.0, gt=0)  # scorers: weight in the weighted mean of their scores
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
+class PluginsConfig(Strict):
+    """The routing pipeline's plugins, in order; an absent list means the built-in default
+    (app/routing/assemble.py), which is today's cascade."""
+
+    pins: list[PluginRef] | None = None
+    scorers: list[PluginRef] | None = None
+    picker: PluginRef | None = None
+    filters: list[PluginRef] | None = None
+    plan: PluginRef | None = None
+
+
 class RoutingConfig(Strict):
     default_tier: TierName
-    # P(needs reasoning) at or above this sends the request to `strong_tier`.
+    # Two tiers: P(needs the stronger tier) at or above this sends the request to
+    # `strong_tier`. More tiers: `thresholds`, one per boundary of the ladder.
     threshold: float = Field(0.5, ge=0, le=1)
-    weak_tier: TierName
-    strong_tier: TierName
+    weak_tier: TierName = ""  # default: the ladder's first tier
+    strong_tier: TierName = ""  # default: the ladder's last tier
+    # The tiers the learned score spreads requests over, cheapest first (default
+    # [weak_tier, strong_tier]). A score s goes to ladder[i], i = #{t in thresholds: s >= t}.
+    ladder: list[TierName] = Field(default_factory=list)
+    thresholds: list[float] = Field(default_factory=list)
+    # Policy as operators write it: the share of traffic each ladder tier should get (any
+    # positive numbers, e.g. 60/30/10). `route-train` calibrates `thresholds` to it.
+    target_shares: dict[TierName, float] = Field(default_factory=dict)
     rules: list[RoutingRule] = Field(default_factory=list)
     learned: LearnedScorerConfig = LearnedScorerConfig()
     affinity: AffinityConfig = AffinityConfig()
     fallback: FallbackConfig = FallbackConfig()
     allow_tier_header: bool = True  # honour `x-tierserve-tier` from clients
+    plugins: PluginsConfig = PluginsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ladder_ends(cls, data: Any) -> Any:
+        """Two-tier configs name weak/strong; ladder configs may name only the ladder."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        ladder = data.get("ladder") or []
+        if not ladder and data.get("weak_tier") and data.get("strong_tier"):
+            data["ladder"] = [data["weak_tier"], data["strong_tier"]]
+        elif ladder:
+            data.setdefault("weak_tier", ladder[0])
+            data.setdefault("strong_tier", ladder[-1])
+        if not data.get("thresholds") and len(data.get("ladder") or []) == 2:
+            data["thresholds"] = [data.get("threshold", 0.5)]
+        return data
+
+    @model_validator(mode="after")
+    def _ladder_shape(self) -> "RoutingConfig":
+        if len(self.ladder) < 2:
+            raise ValueError("routing needs a ladder of at least two tiers (or weak_tier and strong_tier)")
+        if len(set(self.ladder)) != len(self.ladder):
+            raise ValueError(f"ladder names a tier twice: {self.ladder}")
+        if len(self.thresholds) != len(self.ladder) - 1:
+            raise ValueError(f"thresholds: need {len(self.ladder) - 1} (one per ladder boundary), "
+                             f"got {len(self.thresholds)}")
+        if any(not 0 <= t <= 1 for t in self.thresholds) or self.thresholds != sorted(self.thresholds):
+            raise ValueError("thresholds must be ascending values in [0, 1]")
+        if self.target_shares:
+            if set(self.target_shares) != set(self.ladder):
+                raise ValueError(f"target_shares must name exactly the ladder's tiers {self.ladder}")
+            if any(v < 0 for v in self.target_shares.values()) or not sum(self.target_shares.values()):
+                raise ValueError("target_shares must be non-negative with a positive sum")
+        return self
+
+    def shares(self) -> list[float]:
+        """Target shares in ladder order, summing to 1 (empty: none set)."""
+        total = sum(self.target_shares.values())
+        return [self.target_shares[t] / total for t in self.ladder] if self.target_shares else []
 
 
 class RateLimitConfig(Strict):
     requests_per_s: float = Field(50, gt=0)
     burst: int = Field(100, gt=0)
+
+
+# Ray Serve calls this for extra middlewares of every HTTP server it starts.
+SERVE_HTTP_MIDDLEWARES = "app.http.request_id:serve_http_middlewares"
 
 
 class RayServeRuntime(Strict):
@@ -210,7 +288,10 @@ class RayServeRuntime(Strict):
         env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": str(int(self.throughput_optimized)),
                "RAY_SERVE_ENABLE_HA_PROXY": str(int(self.haproxy)),
                "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": str(self.request_log_buffer),
-               "RAY_worker_niceness": str(self.worker_niceness)}
+               "RAY_worker_niceness": str(self.worker_niceness),
+               # Serve's HTTP servers (proxy, direct ingress) bound a client's x-request-id
+               # before Serve's own middleware logs and echoes it (app/http/request_id.py).
+               "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": SERVE_HTTP_MIDDLEWARES}
         if self.haproxy and haproxy_metrics_port is not None:
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(haproxy_metrics_port)
         if self.haproxy and haproxy_stats_port is not None:
@@ -302,11 +383,22 @@ class TierserveConfig(Strict):
         refs = {"routing.default_tier": self.routing.default_tier,
                 "routing.weak_tier": self.routing.weak_tier,
                 "routing.strong_tier": self.routing.strong_tier}
+        refs |= {f"routing.ladder[{i}]": t for i, t in enumerate(self.routing.ladder)}
         refs |= {f"routing.rules[{r.name}].tier": r.tier for r in self.routing.rules}
         for where, tier in refs.items():
             if tier not in names:
                 raise ValueError(f"{where} names unknown tier {tier!r}; tiers are {names}")
+        costs = [self.tier(t).cost_per_1k_tokens for t in self.routing.ladder]
+        if costs != sorted(costs):
+            raise ValueError(f"routing.ladder must go from cheapest to dearest tier "
+                             f"(cost_per_1k_tokens {costs})")
         return self
+
+    def by_cost(self) -> list[str]:
+        """All tier names, cheapest first (config order among equals): the strength order
+        affinity and fallback use."""
+        order = {t.name: i for i, t in enumerate(self.tiers)}
+        return sorted(order, key=lambda n: (self.tier(n).cost_per_1k_tokens, order[n]))
 
     def tier(self, name: str) -> TierConfig:
         for t in self.tiers:

@@ -23,6 +23,24 @@ class RouteRequest(BaseModel):
     reasoning_effort: str | None = None
     session_id: str | None = None
     tier_header: str | None = None
+    user: str | None = None  # OpenAI's `user` field, as the client sent it
+    team: str | None = None  # the API key's team, when the request carried a key
+
+
+class PluginContribution(BaseModel):
+    """What one routing plugin did for one decision, and how long it took."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plugin: str  # its config name, e.g. "rules", "learned", "health"
+    kind: Literal["features", "pin", "scorer", "picker", "filter", "plan"]
+    outcome: str  # e.g. "none", "reasoning (rule:code-fence)", "0.3125", "dropped fast"
+    value: float | None = None  # a scorer's score
+    weight: float | None = None  # a scorer's weight
+    ms: float = 0.0
+
+    def brief(self) -> str:
+        return f"{self.plugin}={self.outcome}/{self.ms:.2f}ms"
 
 
 class RouteDecision(BaseModel):
@@ -40,6 +58,16 @@ class RouteDecision(BaseModel):
     # Tiers to try, in order, if `tier` cannot serve before the first token.
     fallbacks: list[str] = Field(default_factory=list)
     decision_ms: float = 0.0
+    # Ladder boundaries the score was compared with (one for two tiers).
+    thresholds: list[float] = Field(default_factory=list)
+    # Each plugin's part in this decision, in pipeline order.
+    contributions: list[PluginContribution] = Field(default_factory=list)
+    # The learned scorer(s) that scored it: artifact name @ sha256 prefix.
+    scorer_version: str | None = None
+
+    def explain(self) -> str:
+        """One line for the `x-tierserve-route-explain` header."""
+        return "; ".join(c.brief() for c in self.contributions)
 
 
 class TierCall(BaseModel):

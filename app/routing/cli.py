@@ -98,15 +98,23 @@ def _kfold(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from app.protocol.internal import RouteRequest
-    from app.routing.pipeline import TierRouter
+    from app.routing.assemble import build_pipeline
 
-    scorer = load_scorer(args.artifact or _configured_artifact(args.profile))
-    router = TierRouter(load_config(args.profile), scorer=scorer)
+    scorer = load_scorer(args.artifact) if args.artifact else None
+    pipeline = build_pipeline(load_config(args.profile), scorer=scorer)
     req = RouteRequest(request_id="explain", endpoint="chat", model=args.model,
                        prompt_text=args.prompt, tier_header=args.tier_header,
-                       reasoning_effort=args.reasoning_effort)
-    decision = asyncio.run(router.decide(req))
-    print(decision.model_dump_json())
+                       reasoning_effort=args.reasoning_effort, user=args.user, team=args.team)
+    decision = asyncio.run(pipeline.decide(req))
+    if args.json:
+        print(decision.model_dump_json())
+        return 0
+    print(f"tier {decision.tier}  reason {decision.reason}  score {decision.score}  "
+          f"thresholds {decision.thresholds}  scorer {decision.scorer_version}  "
+          f"{decision.decision_ms:.3f} ms")
+    for c in decision.contributions:
+        print(f"  {c.kind:8s} {c.plugin:24s} {c.outcome:40s} {c.ms:7.3f} ms")
+    print(f"  fallbacks {decision.fallbacks or 'none'}")
     return 0
 
 
@@ -126,7 +134,7 @@ def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("route-eval", help="RouteLLM metrics on prompts the scorer never saw")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--artifact", type=Path, help="default: the one configs/routing.yaml selects")
-    p.add_argument("--profile", default="local-cpu", help="config used to time TierRouter.decide")
+    p.add_argument("--profile", default="local-cpu", help="config whose pipeline is timed")
     p.add_argument("--kfold", type=int, metavar="K",
                    help="instead: retrain both recipes in K folds by subject and compare")
     p.add_argument("--seed", type=int, default=0, help="k-fold assignment seed")
@@ -141,4 +149,7 @@ def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="auto")
     p.add_argument("--tier-header", help="as if sent with x-tierserve-tier")
     p.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"])
+    p.add_argument("--user", help="OpenAI's `user` field")
+    p.add_argument("--team", help="as if sent with a key of this team")
+    p.add_argument("--json", action="store_true", help="print the decision as one JSON object")
     p.set_defaults(func=_explain)

@@ -1,6 +1,7 @@
-"""The tier router: overrides -> rules -> learned score -> default, then affinity and filters.
+"""The routing pipeline: pins -> scorers -> picker -> filters -> plan, each a plugin.
 
-Same request and same state give the same decision; every decision says why.
+Same request and same state give the same decision; every decision says why, plugin by
+plugin, with each one's time. Built from config by `app.routing.assemble.build_pipeline`.
 """
 
 from __future__ import annotations
@@ -9,91 +10,128 @@ import time
 from dataclasses import dataclass
 
 from app.config.schema import TierserveConfig
-from app.protocol.internal import RouteDecision, RouteRequest
-from app.routing.affinity import AffinityStore
+from app.protocol.internal import PluginContribution, RouteDecision, RouteRequest
 from app.routing.features import RequestFeatures
-from app.routing.rules import RuleSet
-from app.routing.scorer import ComplexityScorer
+from app.routing.plugin import (Context, FilterPlugin, Pin, PickerPlugin, PinPlugin, PlanPlugin,
+                                ScorerPlugin)
 
 
 @dataclass(frozen=True)
-class _Choice:
-    tier: str
-    reason: str
-    pinned: bool = False  # chosen by the client or a forced rule: affinity and fallback don't apply
-    score: float | None = None
-    matched: tuple[str, ...] = ()
+class Named:
+    """A plugin instance with the name config gave it (and a scorer's weight)."""
+
+    name: str
+    plugin: object
+    weight: float = 1.0
 
 
-class TierRouter:
-    def __init__(self, config: TierserveConfig, scorer: ComplexityScorer | None = None,
-                 store: AffinityStore | None = None) -> None:
-        self._config = config
-        self._routing = config.routing
-        self._rules = RuleSet(config.routing.rules)
-        self._scorer = scorer
-        self._store = store
-        # Tier order is strength order: later tiers are stronger.
-        self._rank = {t.name: i for i, t in enumerate(config.tiers)}
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
 
-    def _choose(self, req: RouteRequest, f: RequestFeatures) -> _Choice:
-        by_model = self._config.tier_for_model(req.model)
-        if by_model is not None:
-            return _Choice(by_model.name, "model", pinned=True)
-        if req.tier_header and self._routing.allow_tier_header:
-            named = self._config.tier_for_model(req.tier_header)
-            if named is not None:
-                return _Choice(named.name, "header", pinned=True)
-        matched = self._rules.matching(f)
-        names = tuple(r.name for r in matched)
-        score = self._scorer.score(f) if self._scorer is not None else None
-        for rule in matched:
-            if rule.rule.force:
-                return _Choice(rule.tier, f"rule:{rule.name}", True, score, names)
-        if matched:
-            return _Choice(matched[0].tier, f"rule:{matched[0].name}", False, score, names)
-        if score is not None:
-            strong = score >= self._routing.threshold
-            tier = self._routing.strong_tier if strong else self._routing.weak_tier
-            return _Choice(tier, "score", False, score, names)
-        return _Choice(self._routing.default_tier, "default", False, score, names)
 
-    def _fits(self, tier: str, f: RequestFeatures) -> bool:
-        return f.prompt_tokens + (f.max_tokens or 1) <= self._config.tier(tier).max_model_len
+class RoutePipeline:
+    def __init__(self, config: TierserveConfig, pins: list[Named], scorers: list[Named],
+                 picker: Named, filters: list[Named], plan: Named) -> None:
+        self.config = config
+        self.pins = pins
+        self.scorers = scorers
+        self.picker = picker
+        self.filters = filters
+        self.plan = plan
+        self._order = config.by_cost()  # strength order: later is stronger
+        self._rank = {t: i for i, t in enumerate(self._order)}
+        versions = [getattr(s.plugin, "version", None) for s in scorers]
+        self.scorer_version = ",".join(v for v in versions if v) or None
+
+    def _pin(self, ctx: Context, out: list[PluginContribution]) -> tuple[Pin | None, bool]:
+        """The first pin that fires, and whether it leaves nothing to score."""
+        for named in self.pins:
+            assert isinstance(named.plugin, PinPlugin)
+            start = time.perf_counter()
+            pin = named.plugin.pin(ctx)
+            outcome = f"{pin.tier} ({pin.reason}{'' if pin.hard else ', soft'})" if pin else "none"
+            out.append(PluginContribution(plugin=named.name, kind="pin", outcome=outcome, ms=_ms(start)))
+            if pin is not None:
+                return pin, named.plugin.skips_scoring
+        return None, False
+
+    def _score(self, ctx: Context, out: list[PluginContribution]) -> float | None:
+        """Weighted mean of the scorers that did not abstain, each clamped to [0, 1]."""
+        total = weights = 0.0
+        for named in self.scorers:
+            assert isinstance(named.plugin, ScorerPlugin)
+            start = time.perf_counter()
+            value = named.plugin.score(ctx)
+            if value is not None:
+                value = min(1.0, max(0.0, float(value)))
+                total += named.weight * value
+                weights += named.weight
+            out.append(PluginContribution(
+                plugin=named.name, kind="scorer", outcome="abstain" if value is None else f"{value:.4f}",
+                value=value, weight=named.weight, ms=_ms(start)))
+        return total / weights if weights else None
+
+    def _nearest(self, tier: str, kept: list[str]) -> str:
+        """The cheapest kept tier at least as strong as `tier`, else the strongest kept one."""
+        above = [t for t in kept if self._rank[t] >= self._rank[tier]]
+        if above:
+            return min(above, key=self._rank.__getitem__)
+        return max(kept, key=self._rank.__getitem__)
 
     async def decide(self, req: RouteRequest,
                      unavailable: frozenset[str] = frozenset()) -> RouteDecision:
         start = time.perf_counter()
-        f = RequestFeatures.of(req)
-        choice = self._choose(req, f)
-        tier, reason, affinity_hit = choice.tier, choice.reason, False
+        out: list[PluginContribution] = []
+        features = RequestFeatures.of(req)
+        out.append(PluginContribution(plugin="features", kind="features",
+                                      outcome=f"{features.prompt_tokens} tokens", ms=_ms(start)))
+        ctx = Context(req, features, unavailable)
 
-        session = req.session_id if self._store is not None and self._routing.affinity.enabled else None
-        if session and not choice.pinned:
-            previous = await self._store.get(session)
-            # A conversation never moves to a weaker tier: its context lives on the stronger one.
-            if previous in self._rank and self._rank[previous] >= self._rank[tier]:
-                affinity_hit = True
-                if previous != tier:
-                    tier, reason = previous, "affinity"
+        pin, skip_scoring = self._pin(ctx, out)
+        score = None if skip_scoring else self._score(ctx, out)
+        if pin is not None:
+            tier, reason = pin.tier, pin.reason
+        elif score is not None:
+            assert isinstance(self.picker.plugin, PickerPlugin)
+            t0 = time.perf_counter()
+            tier, reason = self.picker.plugin.pick(ctx, score), "score"
+            out.append(PluginContribution(plugin=self.picker.name, kind="picker", outcome=tier, ms=_ms(t0)))
+        else:
+            tier, reason = self.config.routing.default_tier, "default"
 
-        fallback_ok = self._routing.fallback.enabled and not choice.pinned
-        others = sorted((t for t in self._rank if t != tier and t not in unavailable),
-                        key=lambda t: -self._rank[t])
-        if fallback_ok and others:
-            if tier in unavailable:
-                tier, reason = others[0], "fallback:unhealthy"
-            elif not self._fits(tier, f):
-                fitting = [t for t in others if self._fits(t, f)]
-                if fitting:
-                    tier, reason = fitting[0], "fallback:context"
-        fallbacks = [t for t in others if t != tier] if fallback_ok else []
-        fallbacks = fallbacks[: self._routing.fallback.max_attempts - 1]
+        fallbacks: list[str] = []
+        if pin is None or not pin.hard:
+            candidates = list(self._order)
+            for named in self.filters:
+                assert isinstance(named.plugin, FilterPlugin)
+                t0 = time.perf_counter()
+                kept = await named.plugin.keep(ctx, tier, candidates)
+                outcome = "kept all"
+                if not kept:  # a filter that would leave nothing is ignored
+                    outcome = f"ignored (would drop all of {candidates})"
+                else:
+                    if dropped := [t for t in candidates if t not in kept]:
+                        outcome = f"dropped {','.join(dropped)}"
+                    if tier not in kept:
+                        tier, reason = self._nearest(tier, kept), named.plugin.moved_reason
+                        outcome += f" -> {tier}"
+                    candidates = kept
+                out.append(PluginContribution(plugin=named.name, kind="filter", outcome=outcome, ms=_ms(t0)))
+            assert isinstance(self.plan.plugin, PlanPlugin)
+            t0 = time.perf_counter()
+            fallbacks = self.plan.plugin.fallbacks(ctx, tier)
+            out.append(PluginContribution(plugin=self.plan.name, kind="plan",
+                                          outcome=",".join(fallbacks) or "none", ms=_ms(t0)))
+        for named in self.filters:
+            assert isinstance(named.plugin, FilterPlugin)
+            await named.plugin.chosen(ctx, tier)
 
-        if session:
-            await self._store.put(session, tier)
+        thresholds = list(getattr(self.picker.plugin, "thresholds", ()))
         return RouteDecision(
-            tier=tier, reason=reason, score=choice.score, threshold=self._routing.threshold,
-            matched_rules=list(choice.matched), features=f.summary(), affinity_hit=affinity_hit,
-            fallbacks=fallbacks, decision_ms=(time.perf_counter() - start) * 1000,
+            tier=tier, reason=reason, score=score,
+            threshold=thresholds[0] if len(thresholds) == 1 else None, thresholds=thresholds,
+            matched_rules=list(pin.matched) if pin else [], features=features.summary(),
+            affinity_hit=ctx.affinity_hit, fallbacks=fallbacks, contributions=out,
+            scorer_version=self.scorer_version if score is not None else None,
+            decision_ms=_ms(start),
         )

@@ -1,19 +1,20 @@
-"""`tierserve bench router`: decision latency of the tier router, in process.
+"""`tierserve bench router`: decision latency of the routing pipeline, in process.
 
-Times `TierRouter.decide` as the router deployment calls it (rules, affinity
-store, filters), for a short prompt and a ~4k-token prompt.
+Runs `RoutePipeline.decide` as the router deployment calls it (every plugin: rules,
+scorer, affinity store, filters) for a short prompt and a ~4k-token prompt, and reads
+the pipeline's own timer (`decision_ms`), the one the router's metric records.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from app.config.loader import load_config
+from app.config.loader import REPO_ROOT, load_config
 from app.protocol.internal import RouteRequest
-from app.routing.affinity import make_store
-from app.routing.pipeline import TierRouter
+from app.routing.assemble import build_pipeline
+from app.routing.pipeline import RoutePipeline
+from app.routing.scorer import load_scorer
 from loadtests.bench.stats import percentile
 
 PROMPTS = {
@@ -23,37 +24,27 @@ PROMPTS = {
 }
 
 
-def build_router(profile: str, artifact: str | None = None) -> TierRouter:
-    config = load_config(profile)
-    aff = config.routing.affinity
-    store = make_store(aff.store_url, aff.ttl_s, aff.max_sessions) if aff.enabled else None
-    scorer = None
-    if config.routing.learned.enabled:
-        from app.config.loader import REPO_ROOT
-        from app.routing.scorer import load_scorer
-
-        scorer = load_scorer(REPO_ROOT / (artifact or config.routing.learned.artifact))
-    return TierRouter(config, scorer, store)
+def build_router(profile: str, artifact: str | None = None) -> RoutePipeline:
+    scorer = load_scorer(REPO_ROOT / artifact) if artifact else None
+    return build_pipeline(load_config(profile), scorer=scorer)
 
 
-async def _time_decisions(router: TierRouter, text: str, n: int, session: bool) -> list[float]:
+async def _time_decisions(pipeline: RoutePipeline, text: str, n: int, session: bool) -> list[float]:
     out = []
     for i in range(n):
         req = RouteRequest(request_id=f"b{i}", endpoint="chat", model="auto", prompt_text=text,
                            session_id=f"s{i % 64}" if session else None)
-        start = time.perf_counter()
-        await router.decide(req)
-        out.append((time.perf_counter() - start) * 1e6)
+        out.append((await pipeline.decide(req)).decision_ms * 1000)
     return out
 
 
 def run_router_bench(profile: str, n: int = 2000, artifact: str | None = None) -> dict[str, Any]:
-    router = build_router(profile, artifact)
+    pipeline = build_router(profile, artifact)
     results: dict[str, Any] = {}
     for label, text in PROMPTS.items():
         for session in (False, True):
-            asyncio.run(_time_decisions(router, text, min(n, 100), session))  # warm caches
-            us = asyncio.run(_time_decisions(router, text, n, session))
+            asyncio.run(_time_decisions(pipeline, text, min(n, 100), session))  # warm caches
+            us = asyncio.run(_time_decisions(pipeline, text, n, session))
             key = f"{label}{'+session' if session else ''}"
             results[key] = {"n": n, "p50_us": percentile(us, 50), "p99_us": percentile(us, 99),
                             "prompt_chars": len(text)}
@@ -63,5 +54,6 @@ def run_router_bench(profile: str, n: int = 2000, artifact: str | None = None) -
 def router_markdown(results: dict[str, Any]) -> str:
     lines = ["| prompt | decisions | p50 | p99 |", "|---|---|---|---|"]
     for key, r in results.items():
-        lines.append(f"| {key} ({r['prompt_chars']} chars) | {r['n']} | {r['p50_us']:.0f} µs | {r['p99_us']:.0f} µs |")
+        lines.append(f"| {key} ({r['prompt_chars']} chars) | {r['n']} | {r['p50_us']:.0f} µs "
+                     f"| {r['p99_us']:.0f} µs |")
     return "\n".join(lines) + "\n"

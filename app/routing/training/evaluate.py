@@ -36,12 +36,12 @@ def heldout_rows(data_dir: Path, scorer: LearnedScorer) -> list[Row]:
 
 
 def decision_latencies_ms(prompts: list[str], scorer: LearnedScorer, profile: str) -> np.ndarray:
-    """Time the full `TierRouter.decide` (features, rules, scorer) as the router measures it."""
+    """Time the whole pipeline (features, rules, scorer, filters) as the router measures it."""
     from app.config.loader import load_config
     from app.protocol.internal import RouteRequest
-    from app.routing.pipeline import TierRouter
+    from app.routing.assemble import build_pipeline
 
-    router = TierRouter(load_config(profile), scorer=scorer)
+    router = build_pipeline(load_config(profile), scorer=scorer)
 
     async def run() -> list[float]:
         out = []
