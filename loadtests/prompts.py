@@ -21,7 +21,7 @@ class PromptBank:
     hard: tuple[str, ...]
 
     @classmethod
-    def load(cls, path: Path = DEFAULT_PROMPTS) -> "PromptBank":
+    def load(cls, path: Path = DEFAULT_PROMPTS) -> PromptBank:
         easy: list[str] = []
         hard: list[str] = []
         for n, line in enumerate(path.read_text().splitlines(), start=1):

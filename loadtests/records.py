@@ -7,9 +7,10 @@ tier over time; this log has all of that and is plain JSONL.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO
 
 RECORDS_ENV = "TIERSERVE_LOADTEST_RECORDS"
 

@@ -48,11 +48,11 @@ class Scenario:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "Scenario":
+    def from_json(cls, text: str) -> Scenario:
         return cls(**json.loads(text))
 
     @classmethod
-    def from_env(cls) -> "Scenario":
+    def from_env(cls) -> Scenario:
         raw = os.environ.get(ENV_VAR)
         return cls.from_json(raw) if raw else SCENARIOS["mixed"]
 

@@ -21,7 +21,7 @@ def test_only_infrastructure_failures_count_against_a_tier() -> None:
     task_error = RayTaskError("generate", "tb", EngineDeadError("engine died"))
     assert failure_cause(ActorDiedError()) == "replica_died"
     assert failure_cause(task_error) == "engine_dead"
-    assert failure_cause(asyncio.TimeoutError()) == "timeout"
+    assert failure_cause(TimeoutError()) == "timeout"
     assert failure_cause(BackPressureError(num_queued_requests=1, max_queued_requests=1)) == "overloaded"
     assert failure_cause(RayTaskError("generate", "tb", ValueError("bad template"))) == "error"
     assert {"overloaded", "error", "empty", "engine_error"}.isdisjoint(INFRA_CAUSES)

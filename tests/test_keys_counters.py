@@ -8,8 +8,14 @@ import random
 
 import pytest
 
-from app.keys.counters import (NEEDS_SEED, CountersUnavailable, MemoryCounters, RedisCounters,
-                               ResilientCounters, make_counters)
+from app.keys.counters import (
+    NEEDS_SEED,
+    CountersUnavailable,
+    MemoryCounters,
+    RedisCounters,
+    ResilientCounters,
+    make_counters,
+)
 from app.local_cluster import free_port
 from tests.servers import REDIS, redis_server
 

@@ -10,7 +10,7 @@ import pytest
 
 from app.config import load_config
 from app.http.errors import OpenAIError
-from app.keys.counters import RedisCounters, ResilientCounters, MemoryCounters
+from app.keys.counters import MemoryCounters, RedisCounters, ResilientCounters
 from app.keys.enforcer import KeyEnforcer
 from app.keys.models import KeyCreate
 from app.keys.store import KeyStore

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from app.keys.windows import (BUCKETS, duration, evaluate, period_end, period_start,
-                              retry_after_s)
+from app.keys.windows import BUCKETS, duration, evaluate, period_end, period_start, retry_after_s
 
 W = 60_000  # one minute, 1 s buckets
 
@@ -73,10 +72,10 @@ def test_duration_format():
 
 
 def test_budget_periods_are_utc_calendar():
-    t = datetime(2025, 2, 14, 15, 30, tzinfo=timezone.utc).timestamp()
+    t = datetime(2025, 2, 14, 15, 30, tzinfo=UTC).timestamp()
     day = period_start(t, "day")
-    assert datetime.fromtimestamp(day, timezone.utc) == datetime(2025, 2, 14, tzinfo=timezone.utc)
+    assert datetime.fromtimestamp(day, UTC) == datetime(2025, 2, 14, tzinfo=UTC)
     month = period_start(t, "month")
-    assert datetime.fromtimestamp(month, timezone.utc) == datetime(2025, 2, 1, tzinfo=timezone.utc)
+    assert datetime.fromtimestamp(month, UTC) == datetime(2025, 2, 1, tzinfo=UTC)
     assert period_end(month, "month") - month == 28 * 86_400
     assert period_end(day, "day") - day == 86_400

@@ -12,8 +12,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from app.observability.local_prometheus import (LocalPrometheus, discover_metrics_ports, free_port,
-                                                prometheus_config)
+from app.observability.local_prometheus import (
+    LocalPrometheus,
+    discover_metrics_ports,
+    free_port,
+    prometheus_config,
+)
 from app.observability.paths import RULES_FILE
 from app.observability.snapshot import render_snapshot
 

@@ -11,8 +11,13 @@ import yaml
 
 from app.observability import promtool
 from app.observability.dashboards import DASHBOARDS, render
-from app.observability.names import (allowed_names, declared_metrics, exported, read_list,
-                                     vllm_names_from_source)
+from app.observability.names import (
+    allowed_names,
+    declared_metrics,
+    exported,
+    read_list,
+    vllm_names_from_source,
+)
 from app.observability.paths import DASHBOARDS_DIR, DCGM_NAMES_FILE, RULES_FILE, VLLM_NAMES_FILE
 from app.observability.promql import dashboard_exprs, grafana_to_promql, metric_names, rule_exprs
 

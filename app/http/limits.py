@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from app.config.schema import ServerConfig
 from app.http.errors import OpenAIError

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"[\x21-\x7e]{1,128}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import yaml
@@ -62,7 +63,7 @@ def is_custom(api_version: str) -> bool:
     return api_version.split("/")[0] in {group for group, _ in CRD_FILES}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_schema(group: str, kind: str, version: str = "v1",
                reference_dir: Path = REFERENCE_DIR) -> dict[str, Any]:
     """The served version's openAPIV3Schema from the reference CRD file."""
@@ -152,7 +153,7 @@ def _map_keys(validator: Any, keys: list[str], instance: Any, schema: Any) -> It
 _Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"x-map-keys": _map_keys})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(group: str, kind: str, version: str) -> tuple[Any, dict[str, Any], tuple[str, ...]]:
     raw = crd_schema(group, kind, version)
     skipped: list[str] = []

@@ -13,8 +13,8 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from app.config.schema import TierserveConfig
 from app.http.errors import OpenAIError
@@ -22,7 +22,7 @@ from app.keys.counters import NEEDS_SEED, Counters, CountersUnavailable
 from app.keys.models import KeyInfo, UsageEvent
 from app.keys.secrets import hash_key
 from app.keys.store import KeyStore
-from app.keys.windows import (WindowResult, duration, period_end, period_start, retry_after_s)
+from app.keys.windows import WindowResult, duration, period_end, period_start, retry_after_s
 
 log = logging.getLogger("ray.serve.tierserve.keys")
 MINUTE_MS = 60_000

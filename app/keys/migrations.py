@@ -7,10 +7,22 @@ replicas that start together. Never edit a released migration; append a new one.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from sqlalchemy import (BigInteger, Column, Connection, Float, Index, Integer, MetaData, String,
-                        Table, Text, inspect, text)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
 
 metadata = MetaData()
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only

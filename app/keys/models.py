@@ -26,7 +26,7 @@ class KeyLimits(BaseModel):
     expires_at: float | None = Field(None, description="epoch seconds; null: never")
 
     @model_validator(mode="after")
-    def _budget(self) -> "KeyLimits":
+    def _budget(self) -> KeyLimits:
         has_budget = self.budget_tokens is not None or self.budget_usd is not None
         if has_budget and self.budget_period is None:
             raise ValueError("a budget needs budget_period (day or month)")

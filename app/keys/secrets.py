@@ -36,7 +36,7 @@ class AdminKeys:
         self._hashes = hashes
 
     @classmethod
-    def from_env(cls, keys_env: str, file_env: str) -> "AdminKeys":
+    def from_env(cls, keys_env: str, file_env: str) -> AdminKeys:
         raw = [k for k in os.environ.get(keys_env, "").split(",")]
         path = os.environ.get(file_env)
         if path and Path(path).is_file():

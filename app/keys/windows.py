@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 BUCKETS = 60
@@ -79,7 +79,7 @@ def duration(ms: int) -> str:
 
 def period_start(now_s: float, period: Period) -> int:
     """UTC start (epoch seconds) of the budget period containing `now_s`."""
-    t = datetime.fromtimestamp(now_s, timezone.utc)
+    t = datetime.fromtimestamp(now_s, UTC)
     start = t.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "month":
         start = start.replace(day=1)
@@ -87,7 +87,7 @@ def period_start(now_s: float, period: Period) -> int:
 
 
 def period_end(start_s: int, period: Period) -> int:
-    t = datetime.fromtimestamp(start_s, timezone.utc)
+    t = datetime.fromtimestamp(start_s, UTC)
     if period == "day":
         return start_s + 86_400
     days = calendar.monthrange(t.year, t.month)[1]

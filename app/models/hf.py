@@ -63,8 +63,13 @@ def split_id(source: str) -> tuple[str, str | None]:
 def resolve(source: str) -> HFResult:
     """The local snapshot of `source`, downloading it first unless offline."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     repo_id, revision = split_id(source)
     cache = hub_cache_dir()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,7 +76,7 @@ def build_manifest(directory: Path) -> Manifest:
                           sha256=sha256_file(p)) for p in model_files(directory)]
     if not files:
         raise VerificationError(f"{directory}: no files to push (is it a model directory?)")
-    return Manifest(created=datetime.now(timezone.utc).isoformat(timespec="seconds"), files=files)
+    return Manifest(created=datetime.now(UTC).isoformat(timespec="seconds"), files=files)
 
 
 def read_manifest(path: Path) -> Manifest:

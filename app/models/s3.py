@@ -28,8 +28,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.models.manifest import (MANIFEST_NAME, Manifest, ManifestFile, VerificationError,
-                                 build_manifest, check_file, safe_relpath)
+from app.models.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestFile,
+    VerificationError,
+    build_manifest,
+    check_file,
+    safe_relpath,
+)
 from app.models.progress import NoProgress, Progress
 
 logger = logging.getLogger("ray.serve.tierserve.models")
@@ -63,7 +70,7 @@ class S3Uri:
     prefix: str  # no leading or trailing slash; may be empty
 
     @classmethod
-    def parse(cls, uri: str) -> "S3Uri":
+    def parse(cls, uri: str) -> S3Uri:
         if not uri.startswith("s3://"):
             raise ValueError(f"not an s3:// URI: {uri!r}")
         bucket, _, prefix = uri[len("s3://"):].partition("/")
@@ -106,8 +113,12 @@ def _client(workers: int, env: tuple[str | None, ...]) -> Any:
 
 def explain(exc: Exception, uri: str, what: str) -> S3Error:
     """Turn a boto error into one that names the source, the endpoint and the fix."""
-    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
-                                     PartialCredentialsError)
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
 
     where = f"{uri} (endpoint {endpoint_name()})"
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):

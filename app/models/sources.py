@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 
@@ -142,7 +142,7 @@ def pull_s3(uri: str, *, cache: ModelCache, progress: Progress | None = None,
         cache.publish(staging, CacheEntry(
             source=uri, version=version, path=str(target), total_bytes=manifest.total_bytes,
             files=len(manifest.files), seconds=round(seconds, 3),
-            pulled_at=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+            pulled_at=datetime.now(UTC).isoformat(timespec="seconds")))
     return Resolved(source=uri, kind=SourceKind.S3, path=str(target), version=version,
                     cache_hit=False, fetched_bytes=stats.fetched_bytes,
                     resumed_bytes=stats.resumed_bytes, total_bytes=manifest.total_bytes,

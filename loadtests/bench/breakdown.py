@@ -13,7 +13,8 @@ import os
 import statistics
 import time
 import urllib.request
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psutil
 

@@ -15,17 +15,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 
 from app.engine_shm import mapped_shm_segments, remove_orphaned_segments
 from app.local_cluster import free_port
+from loadtests.bench import targets as tg
 from loadtests.bench.stats import median_of_passes, pass_figures, ratio
 from loadtests.bench.stream_client import chat_body, run_pass
-from loadtests.bench import targets as tg
 
 BARE, RAYLLM, TIERSERVE = "bare-vllm", "ray-serve-llm", "tierserve"
 # Targets from the issue: TTFT p50 overhead at concurrency 1, throughput share at 32.
@@ -276,8 +277,8 @@ def machine() -> str:
 
 def _diagnose(plan: OverheadPlan, run: Running, served: str) -> dict[str, Any]:
     """Hop breakdown, then the pinned-front-ends variant (bare and Tierserve only)."""
-    from loadtests.bench import breakdown as bd
     from app.config.loader import load_config
+    from loadtests.bench import breakdown as bd
 
     if not {BARE, TIERSERVE} <= set(run.targets):
         return {}
