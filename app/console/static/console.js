@@ -123,7 +123,13 @@ function renderRouting(ov) {
 function detailsCell(d) {
   const cell = el("td", {});
   if (d.matched_rules.length) cell.append(el("div", { text: "rules: " + d.matched_rules.join(", ") }));
-  const keys = Object.keys(d.details || {});
+  const contributions = (d.details && d.details.contributions) || [];
+  if (contributions.length) {
+    cell.append(el("ul", { class: "contributions", "data-testid": "contributions" },
+      ...contributions.map((c) => el("li", { text: `${c.plugin} (${c.kind}): ${c.outcome}` +
+        (c.weight !== null && c.weight !== undefined ? ` ×${c.weight}` : "") + ` · ${fmt(c.ms, 2)} ms` }))));
+  }
+  const keys = Object.keys(d.details || {}).filter((k) => k !== "contributions");
   if (keys.length) {
     cell.append(el("details", {}, el("summary", { text: keys.join(", ") }),
       el("pre", { class: "mono", text: JSON.stringify(d.details, null, 1) })));
@@ -154,18 +160,19 @@ function renderTeams(data) {
   }
   const teams = (data.usage && data.usage.teams) || [];
   const head = (cols) => el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", { text: c }))));
+  const spendRows = teams.map((t) => el("tr", {}, el("td", { text: t.team }), el("td", { text: t.requests }),
+    el("td", { text: t.tokens }), el("td", { text: fmt(t.cost_usd, 4) }), el("td", { text: fmt(t.savings_usd, 4) })));
+  const keyRows = data.keys.map((k) => el("tr", {}, el("td", { text: k.team }), el("td", { text: k.name }),
+    el("td", { class: "mono", text: k.prefix }), el("td", { text: (k.tiers || ["all"]).join(", ") }),
+    el("td", { text: k.rpm ?? "–" }), el("td", { text: k.tpm ?? "–" }),
+    el("td", { text: k.revoked_at ? "revoked" : "active" })));
   box.replaceChildren(
     el("h3", { text: "Spend per team" }),
     el("table", { id: "team-spend" }, head(["Team", "Requests", "Tokens", "Cost $", "Saved by routing $"]),
-      el("tbody", {}, ...teams.map((t) => el("tr", {}, el("td", { text: t.team }),
-        el("td", { text: t.requests }), el("td", { text: t.tokens }),
-        el("td", { text: fmt(t.cost_usd, 4) }), el("td", { text: fmt(t.savings_usd, 4) })))))),
+      el("tbody", {}, ...spendRows)),
     el("h3", { text: "Keys" }),
     el("table", { id: "team-keys" }, head(["Team", "Name", "Prefix", "Tiers", "RPM", "TPM", "State"]),
-      el("tbody", {}, ...data.keys.map((k) => el("tr", {}, el("td", { text: k.team }), el("td", { text: k.name }),
-        el("td", { class: "mono", text: k.prefix }), el("td", { text: (k.tiers || ["all"]).join(", ") }),
-        el("td", { text: k.rpm ?? "–" }), el("td", { text: k.tpm ?? "–" }),
-        el("td", { text: k.revoked_at ? "revoked" : "active" })))))));
+      el("tbody", {}, ...keyRows)));
 }
 
 // -- polling ----------------------------------------------------------------------------
