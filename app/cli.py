@@ -78,6 +78,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                          "stop the stack with `make down`") from exc
     print(f"\nTierserve is ready in {time.monotonic() - started:.0f}s: {state['tiers']}")
     print(f"  OpenAI API:     {stack.base_url}/v1")
+    from app.console.links import console_line
+
+    print(f"  Console:        {console_line(config, stack.base_url)}")
     print(f"  Ray dashboard:  {stack.dashboard_url}")
     if token:
         print(f"                  log in with Ray's auth token ({token}); print it with:\n"

@@ -14,6 +14,7 @@ from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
 from app.config.loader import load_config
+from app.config.operations import TracingConfig
 from app.config.schema import TierConfig, TierserveConfig
 from app.serve_config import OFFLINE_ENV
 
@@ -54,11 +55,11 @@ def llm_config_for(tier: TierConfig) -> LLMConfig:
     return LLMConfig(**kwargs)
 
 
-def build_tier(tier: TierConfig) -> Application:
+def build_tier(tier: TierConfig, tracing: TracingConfig | None = None) -> Application:
     from deployments.tier import TierServer
 
     return build_llm_deployment(
-        llm_config_for(tier), deployment_cls=TierServer, bind_kwargs={"tier": tier},
+        llm_config_for(tier), deployment_cls=TierServer, bind_kwargs={"tier": tier, "tracing": tracing},
         override_serve_options={"name": tier.deployment_name},
     )
 
@@ -67,7 +68,7 @@ def build_graph(config: TierserveConfig) -> Application:
     from deployments.ingress import Ingress
     from deployments.router import Router
 
-    tiers = {t.name: build_tier(t) for t in config.tiers}
+    tiers = {t.name: build_tier(t, config.server.tracing) for t in config.tiers}
     server = config.server
     router = serve.deployment(Router, name="router", num_replicas=server.router_replicas,
                               ray_actor_options={"num_cpus": 0}).bind(config)

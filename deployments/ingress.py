@@ -35,6 +35,8 @@ from app.keys.usage import UsageRecorder
 from app.protocol.internal import RouteDecision, RouteRequest, TierCall, TierError, TierFinal
 from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from app.routing.features import estimate_tokens
+from app.telemetry.request import RequestTrace
+from app.telemetry.tracing import setup as setup_tracing
 from deployments.dispatch import Dispatcher, Opened
 from deployments.relay import StreamRelay
 from deployments.metrics import IngressMetrics, reason_kind
@@ -67,6 +69,7 @@ class RequestRecord:
     served_by: list[str] = field(default_factory=list)  # tiers after the first, by migration
     model: str | None = None
     decision: RouteDecision | None = None  # the router's, for the console
+    trace: RequestTrace | None = None  # spans, when tracing is on
 
     def headers(self) -> dict[str, str]:
         # x-request-id is set by Serve's proxy (it echoes a client's or makes one).
@@ -74,6 +77,8 @@ class RequestRecord:
                    "x-tierserve-route-reason": self.reason}
         if self.decision is not None and self.decision.contributions:
             headers["x-tierserve-route-explain"] = self.decision.explain()  # each plugin's part
+        if self.trace is not None and self.trace.traceparent:
+            headers["traceparent"] = self.trace.traceparent  # W3C: the ingress's server span
         return headers
 
 
@@ -129,6 +134,7 @@ class Gateway:
         self._ready = False
         console = config.server.console
         self.decisions = DecisionLog(console.recent_decisions if console.mode != "off" else 0)
+        self.tracing = setup_tracing(config.server.tracing, "ingress")
 
     # -- admission and parsing -------------------------------------------------
     async def parse(self, request: Request, endpoint: str) -> tuple[dict[str, Any], Any]:
@@ -198,6 +204,7 @@ class Gateway:
             reasoning_effort=getattr(parsed, "reasoning_effort", None) if may_pin else None,
             session_id=session_id,
             tier_header=request.headers.get("x-tierserve-tier") if may_pin else None,
+            traceparent=record.trace.open("ingress.route") if record.trace else None,
             user=parsed.user, team=record.team,
         )
         budget_s = self.config.routing.fallback.decision_budget_ms / 1000
@@ -214,6 +221,8 @@ class Gateway:
     async def generate(self, request: Request, endpoint: str) -> Response:
         record = RequestRecord(_request_id(request), endpoint)
         request.state.request_id = record.request_id
+        record.trace = RequestTrace.start(self.tracing, request.headers, endpoint, request.url.path,
+                                          record.request_id)
         try:
             principal = await self.keys.authenticate(request.headers.get("authorization"))
             record.team = principal.team if principal.key else None
@@ -221,6 +230,8 @@ class Gateway:
             self.admission.rate_limit(principal.ident)
             body, parsed = await self.parse(request, endpoint)
             self.check_pins(principal, parsed, request)
+            if record.trace:
+                record.trace.mark("ingress.admission", **{"tierserve.team": record.team})
         except OpenAIError as exc:
             return self._reject(exc, record)
         record.stream, record.model = parsed.stream, parsed.model
@@ -230,6 +241,9 @@ class Gateway:
             decision = self.within_key(
                 await self.decide(parsed, endpoint, record, request, principal.may_pin), principal)
             record.tier, record.reason, record.decision = decision.tier, decision.reason, decision
+            if record.trace:
+                record.trace.close("ingress.route", **{"tierserve.tier": decision.tier,
+                                                        "tierserve.route_reason": decision.reason})
             record.ticket = await self.keys.reserve(principal, decision.tier,
                                                     _prompt_estimate(parsed),
                                                     parsed.requested_max_tokens())
@@ -246,16 +260,23 @@ class Gateway:
             if parsed.stream:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             call = TierCall(request_id=record.request_id, endpoint=endpoint, body=body,
-                            default_max_tokens=self.config.server.default_max_tokens)
+                            default_max_tokens=self.config.server.default_max_tokens,
+                            traceparent=record.trace.open("ingress.dispatch") if record.trace else None)
             opened = await self.dispatcher.open(call, decision)
         except OpenAIError as exc:
             self._leave()
+            if record.trace:
+                record.trace.close("ingress.dispatch", error=exc.code)
             return self._finish_error(exc, record)
         except BaseException:
             self._leave()
             self._finish_key(record)  # give the key's reservation back
             raise
         record.tier, record.reason, record.attempts = opened.tier, opened.reason, opened.attempts
+        if record.trace:
+            record.trace.close("ingress.dispatch", **{"tierserve.tier": opened.tier,
+                                                       "tierserve.attempts": opened.attempts,
+                                                       "tierserve.route_reason": opened.reason})
         if isinstance(opened.first, (TierError, TierFinal)):
             self._leave()
             opened.rest.cancel()
@@ -280,6 +301,9 @@ class Gateway:
 
     def _migrated(self, record: RequestRecord, from_tier: str, to_tier: str) -> None:
         record.served_by.append(to_tier)
+        if record.trace:
+            record.trace.event("migration", **{"tierserve.from_tier": from_tier,
+                                               "tierserve.to_tier": to_tier})
         self.metrics.migrations.inc(tags={"from_tier": from_tier, "to_tier": to_tier})
 
     def _end_stream(self, opened: Opened, record: RequestRecord) -> None:
@@ -361,9 +385,14 @@ class Gateway:
         if record.prompt is not None:
             line["prompt"] = record.prompt
         log.info(json.dumps(line))
+        trace, record.trace = record.trace, None
+        if trace is not None:
+            trace.end(record.status, tier, record.reason, record.attempts, record.ttft_s,
+                      record.prompt_tokens, record.completion_tokens, record.served_by)
         if self.decisions.enabled:
             self.decisions.add({**line, "decision": record.decision, "at": time.time(),
-                                "model": record.model, "team": record.team})
+                                "model": record.model, "team": record.team,
+                                "trace_id": trace.trace_id if trace else None})
 
     # -- models and health --------------------------------------------------------
     def models(self) -> ModelList:

@@ -17,6 +17,9 @@ from ray import serve
 from app.config.schema import TierserveConfig
 from app.protocol.internal import RouteDecision, RouteRequest
 from app.routing.assemble import build_pipeline
+from app.telemetry.routing import decision_span
+from app.telemetry.tracing import now_ns
+from app.telemetry.tracing import setup as setup_tracing
 from deployments.metrics import RouterMetrics, reason_kind
 
 log = logging.getLogger("ray.serve.tierserve.routing")
@@ -42,6 +45,7 @@ class Router:
         self._unhealthy_until: dict[str, float] = {}
         self._no_replicas: set[str] = set()
         self._suspended: set[str] = set()  # by operators (console): auto traffic goes elsewhere
+        self._tracing = setup_tracing(config.server.tracing, "router")
         self._metrics = RouterMetrics()
         self._app_name = serve.get_replica_context().app_name
         self._watcher = asyncio.create_task(self._watch_replicas())
@@ -64,7 +68,10 @@ class Router:
         return frozenset(cooling | self._no_replicas | self._suspended)
 
     async def route(self, req: RouteRequest) -> RouteDecision:
+        start_ns = now_ns()
         decision = await self._pipeline.decide(req, self._unavailable())
+        if self._tracing.on:
+            decision_span(self._tracing, req.traceparent, decision, start_ns)
         self._metrics.decisions.inc(tags={"tier": decision.tier, "reason": reason_kind(decision.reason)})
         self._metrics.decision_latency.observe(decision.decision_ms / 1000)
         if decision.affinity_hit:

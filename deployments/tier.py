@@ -28,11 +28,14 @@ from ray.llm._internal.serve.core.protocol import RawRequestInfo
 from ray.serve.llm import LLMServer
 
 from app import engine_shm
+from app.config.operations import TracingConfig
 from app.config.schema import TierConfig
 from app.models.progress import LogProgress
 from app.models.sources import Resolved, SourceKind, kind_of
 from app.models.sources import resolve as resolve_model
 from app.protocol.internal import TierCall, TierError, TierFinal
+from app.telemetry.tier import traced
+from app.telemetry.tracing import setup as setup_tracing
 
 logger = logging.getLogger("ray.serve.tierserve.tier")
 
@@ -121,7 +124,7 @@ def load_scaled_window(base_s: float, max_s: float, streams: Callable[[], int],
 class TierServer(LLMServer):
     """An LLMServer replica of one tier."""
 
-    async def __init__(self, llm_config, *, tier: TierConfig) -> None:
+    async def __init__(self, llm_config, *, tier: TierConfig, tracing: TracingConfig | None = None) -> None:
         self._tier = tier
         self._streams = 0
         self._window = load_scaled_window(tier.stream_coalesce_ms / 1000,
@@ -135,6 +138,9 @@ class TierServer(LLMServer):
             logger.info("tier %s: pinned engine pids %s to cores %s",
                         tier.name, pinned, tier.resources.cpu_cores)
         await self._warm_up()
+        tracer = setup_tracing(tracing or TracingConfig(), "tier")
+        if tracer.on:  # a span per call; untraced replicas keep the plain method
+            self.generate = traced(tracer, tier.name, self.generate)  # type: ignore[method-assign]
         # So the stack's `down` can clean up after this engine even if this replica is killed.
         engine_shm.record_engine(tier.name, psutil.Process().children(recursive=True),
                                  engine_shm.shm_segments() - shm_before)

@@ -52,7 +52,7 @@ if [ ! -f "$STAMP" ]; then
 fi
 
 # 3. The tiny models (deterministic, offline).
-for m in tiny-fast tiny-reasoning; do
+for m in tiny-fast tiny-medium tiny-reasoning; do
   if [ ! -f "models/$m/model.safetensors" ]; then
     log "creating the tiny models in models/"
     "$VENV/bin/tierserve" models make-tiny --out models

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -37,6 +38,7 @@ class Stack:
     deploy_output: str
     log_dir: Path
     app_name: str = "tierserve"
+    otlp: Any = None  # the OTLP receiver every replica exports its spans to (tests/otlp_receiver.py)
 
     def handle(self, deployment: str):
         from ray import serve
@@ -81,6 +83,12 @@ def tierserve_stack():
     # Serve's data-path switches reach every process of the cluster through the raylet's env;
     # HAProxy gets free ports so a `make up` stack on the same machine is left alone.
     os.environ.update(config.server.ray_serve.env(free_port(), free_port()))
+    # Tracing on, to a real OTLP receiver on loopback: every e2e request is traced (and the
+    # tracing tests read the spans); the env var reaches every replica like the DB URL.
+    from tests.otlp_receiver import OtlpReceiver
+
+    otlp = OtlpReceiver()
+    os.environ[config.server.tracing.endpoint_env] = otlp.url
     try:
         ray.init(address="local", num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1",
                  dashboard_port=dash_port, _temp_dir=temp_dir, _metrics_export_port=metrics_port,
@@ -100,7 +108,7 @@ def tierserve_stack():
         yield Stack(base_url=base_url, ray_address=ray.get_runtime_context().gcs_address,
                     dashboard_url=dashboard_url, metrics_ports=[metrics_port],
                     deploy_output=deploy.stdout + deploy.stderr,
-                    log_dir=Path(temp_dir) / "session_latest" / "logs" / "serve")
+                    log_dir=Path(temp_dir) / "session_latest" / "logs" / "serve", otlp=otlp)
     finally:
         # Everything this cluster started (vLLM engines included), to reap any straggler.
         ours = stack_processes(LocalStack(temp_dir=temp_dir))
@@ -115,6 +123,8 @@ def tierserve_stack():
             if keep := os.environ.get("TIERSERVE_TEST_KEEP_LOGS"):  # debugging: keep replica logs
                 shutil.copytree(Path(temp_dir) / "session_latest" / "logs", keep, dirs_exist_ok=True)
             shutil.rmtree(temp_dir, ignore_errors=True)
+            otlp.close()
+            os.environ.pop(config.server.tracing.endpoint_env, None)
             if node_id:  # HAProxy's config and sockets, kept per Ray node id
                 shutil.rmtree(Path("/tmp/haproxy-serve") / node_id, ignore_errors=True)
             # Ours: they appeared during the session and no live process maps them.

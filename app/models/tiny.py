@@ -44,6 +44,9 @@ class TinyModelSpec(BaseModel):
 TINY_MODELS: tuple[TinyModelSpec, ...] = (
     TinyModelSpec(name="tiny-fast", hidden_size=128, num_hidden_layers=2,
                   num_attention_heads=2, num_key_value_heads=1, intermediate_size=256, seed=1),
+    # The middle rung of the three-tier example profile (local-cpu-3tier).
+    TinyModelSpec(name="tiny-medium", hidden_size=192, num_hidden_layers=3,
+                  num_attention_heads=3, num_key_value_heads=1, intermediate_size=384, seed=3),
     TinyModelSpec(name="tiny-reasoning", hidden_size=256, num_hidden_layers=4,
                   num_attention_heads=4, num_key_value_heads=2, intermediate_size=512, seed=2),
 )

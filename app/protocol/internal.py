@@ -17,6 +17,7 @@ class RouteRequest(BaseModel):
     request_id: str
     endpoint: Endpoint
     model: str
+    traceparent: str | None = None  # W3C trace context of the caller's span (tracing on)
     prompt_text: str
     turns: int = 1
     max_tokens: int | None = None
@@ -78,6 +79,7 @@ class TierCall(BaseModel):
     body: dict[str, Any]
     # max_tokens for a request that set none: the tier cuts it to the room the prompt leaves.
     default_max_tokens: int | None = None
+    traceparent: str | None = None  # W3C trace context of the ingress's dispatch span
 
 
 class TierError(BaseModel):

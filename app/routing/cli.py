@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from app.config.loader import REPO_ROOT, config_dir, load_config
+from app.config.loader import REPO_ROOT, load_config, source_of
+from app.config.schema import TierserveConfig
 from app.routing.scorer import load_scorer
 from app.routing.training.data import DEFAULT_DATA_DIR
 
@@ -29,32 +30,62 @@ def _configured_artifact(profile: str = "local-cpu") -> Path:
 DEFAULT_ARTIFACT = HAND_ARTIFACT  # kept for benchmarks/route_decision.py
 
 
-def _train(args: argparse.Namespace) -> int:
-    from app.routing.training.train import write_threshold
+def _shares(args: argparse.Namespace, config: TierserveConfig) -> list[float]:
+    """Target shares in ladder order: --target-shares, else the profile's `target_shares`,
+    else (two tiers) --target-reasoning-share."""
+    ladder = config.routing.ladder
+    if args.target_shares:
+        shares = [float(v) for v in args.target_shares.split(",")]
+        if len(shares) != len(ladder):
+            raise SystemExit(f"--target-shares needs {len(ladder)} numbers for the ladder {ladder}")
+        return shares
+    if config.routing.target_shares:
+        return config.routing.shares()
+    if len(ladder) != 2:
+        raise SystemExit(f"the ladder {ladder} has {len(ladder)} tiers: give --target-shares "
+                         "or set routing.target_shares")
+    return [1 - args.target_reasoning_share, args.target_reasoning_share]
 
-    if args.scorer == "embedding":
-        from app.routing.training.train_embed import train
-        out = args.out or EMBED_ARTIFACT
-    else:
-        from app.routing.training.train import train  # type: ignore[assignment]
-        out = args.out or HAND_ARTIFACT
-    result = train(args.data, seed=args.seed, strong_share=args.target_reasoning_share)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(result.scorer.dumps())
-    meta = result.scorer.meta
-    l2 = {k: v for k, v in meta.items() if k.startswith("l2")}
-    print(f"wrote {out} ({l2}, n_train={meta['n_train']}, "
-          f"validation APGR by l2: {meta['validation_apgr']})")
-    print(f"threshold: {result.threshold} (sends {args.target_reasoning_share:.0%} of the "
-          f"training prompts to reasoning)")
+
+def _train(args: argparse.Namespace) -> int:
+    from app.routing.training.calibrate import calibrate, write_thresholds
+    from app.routing.training.data import load_rows, split_rows
+    from app.routing.training.train import HELDOUT_SHARE
+
+    config = load_config(args.profile)
+    shares = _shares(args, config)
+    scorer, out = None, _configured_artifact(args.profile)
+    if not args.calibrate_only:
+        if args.scorer == "embedding":
+            from app.routing.training.train_embed import train
+            out = args.out or EMBED_ARTIFACT
+        else:
+            from app.routing.training.train import train  # type: ignore[assignment]
+            out = args.out or HAND_ARTIFACT
+        result = train(args.data, seed=args.seed, strong_share=shares[-1] / sum(shares))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.scorer.dumps())
+        scorer = load_scorer(out)
+        meta = result.scorer.meta
+        l2 = {k: v for k, v in meta.items() if k.startswith("l2")}
+        print(f"wrote {out} ({l2}, n_train={meta['n_train']}, "
+              f"validation APGR by l2: {meta['validation_apgr']})")
+    # Reference sample: the training prompts, routed by the whole pipeline (rules included).
+    prompts = [r.prompt for r in split_rows(load_rows(args.data), HELDOUT_SHARE, args.seed).train]
+    cal = calibrate(config, prompts, shares, scorer)
+    print(f"thresholds: {cal.thresholds} over {config.routing.ladder} "
+          f"({cal.pinned_share:.1%} of {len(prompts)} reference prompts pinned by rules)")
+    for tier in config.routing.ladder:
+        print(f"  {tier:12s} target {cal.target[tier]:6.1%}  calibrated {cal.achieved[tier]:6.1%}")
     if args.write_config:
-        path = config_dir() / "routing.yaml"
-        if _configured_artifact().resolve() != out.resolve():
-            print(f"not writing the threshold: {path} selects {_configured_artifact()}, not {out}; "
-                  "set `learned.artifact` first", file=sys.stderr)
+        path = Path(source_of(args.profile, ("routing", "thresholds")))
+        if _configured_artifact(args.profile).resolve() != out.resolve():
+            print(f"not writing thresholds: profile {args.profile} selects "
+                  f"{_configured_artifact(args.profile)}, not {out}; set `learned.artifact` first",
+                  file=sys.stderr)
             return 2
-        write_threshold(path, result.threshold)
-        print(f"updated threshold in {path}")
+        write_thresholds(path, cal.thresholds)
+        print(f"updated thresholds in {path}")
     return 0
 
 
@@ -119,16 +150,23 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("route-train", help="train the complexity scorer and calibrate the threshold")
+    p = subparsers.add_parser("route-train", help="train the complexity scorer and calibrate the ladder thresholds")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--scorer", choices=["embedding", "hand-features"], default="embedding",
                    help="embedding: v2 (wordllama vectors + hand features); hand-features: v1")
     p.add_argument("--out", type=Path, help="default: the scorer's artifact in app/routing/artifacts/")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", default="local-cpu", help="whose ladder and policy to calibrate")
+    p.add_argument("--target-shares", metavar="A,B,...",
+                   help="share per ladder tier, cheapest first (e.g. 60,30,10); default: the "
+                        "profile's routing.target_shares")
     p.add_argument("--target-reasoning-share", type=float, default=0.3,
-                   help="share of a reference sample (the training prompts) sent to reasoning")
+                   help="two tiers without target_shares: share of a reference sample (the "
+                        "training prompts) sent to the strong tier")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="keep the configured artifact; only calibrate the thresholds")
     p.add_argument("--write-config", action="store_true",
-                   help="write the calibrated `threshold:` into configs/routing.yaml")
+                   help="write the calibrated thresholds into the file that sets them")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("route-eval", help="RouteLLM metrics on prompts the scorer never saw")

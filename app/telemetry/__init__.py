@@ -1,0 +1,1 @@
+"""OpenTelemetry traces of requests across the graph (README "Tracing")."""
