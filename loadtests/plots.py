@@ -56,8 +56,10 @@ def plot_matrix(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         mine = sorted((r for r in rows if r["payload"] == payload), key=lambda r: r["users"])
         xs = [r["users"] for r in mine]
         left.plot(xs, [r["rps"] for r in mine], marker="o", label=payload)
-        right.plot(xs, [r["latency_p95_ms"] or float("nan") for r in mine], marker="o", label=f"{payload} latency p95")
-        right.plot(xs, [r["ttft_p95_ms"] or float("nan") for r in mine], "--", marker="x", label=f"{payload} TTFT p95")
+        right.plot(xs, [r["latency_p95_ms"] or float("nan") for r in mine], marker="o",
+                   label=f"{payload} latency p95")
+        right.plot(xs, [r["ttft_p95_ms"] or float("nan") for r in mine], "--", marker="x",
+                   label=f"{payload} TTFT p95")
     left.set(xscale="log", xlabel="concurrent users", ylabel="req/s", title="Throughput")
     right.set(xscale="log", yscale="log", xlabel="concurrent users", ylabel="ms", title="p95 latency / TTFT")
     for ax in (left, right):

@@ -34,7 +34,8 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None)
         "tokens_per_s": tokens / duration_s,
         "latency_ms": _pcts([r.latency_ms for r in ok]),
         "ttft_ms": _pcts([r.ttft_ms for r in ok if r.ttft_ms is not None]),
-        "errors_by_status": {str(k): v for k, v in sorted(Counter(r.status for r in records if not r.ok).items())},
+        "errors_by_status": {str(k): v for k, v in
+                             sorted(Counter(r.status for r in records if not r.ok).items())},
         "tier_mix": {t: {"requests": n, "share": n / len(ok)} for t, n in sorted(tiers.items())},
         "hard_prompts_on_reasoning": _routing_agreement(ok),
         "by_concurrency": by_concurrency(records),

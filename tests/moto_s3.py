@@ -75,10 +75,8 @@ class CuttingProxy:
             import socket
 
             for s in (src, dst):  # shutdown first: the peer pump thread still holds the socket
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def close(self) -> None:

@@ -26,9 +26,9 @@ def _wait_port(port: int, proc: subprocess.Popen | None, what: str, timeout_s: f
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
-        except OSError:
+        except OSError as exc:
             if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start on port {port}")
+                raise RuntimeError(f"{what} did not start on port {port}") from exc
             time.sleep(0.05)
 
 

@@ -203,8 +203,8 @@ def test_disconnect_mid_stream_aborts_the_generation(tierserve_stack):
     assert unfinished() == 0
     body = {"model": "tiny-reasoning", "stream": True, "max_tokens": 4000, "ignore_eos": True,
             "messages": [{"role": "user", "content": "Tell me a long story."}]}
-    with httpx.Client(timeout=60) as client:
-        with client.stream("POST", f"{tierserve_stack.base_url}/v1/chat/completions", json=body) as resp:
+    url = f"{tierserve_stack.base_url}/v1/chat/completions"
+    with httpx.Client(timeout=60) as client, client.stream("POST", url, json=body) as resp:
             assert resp.status_code == 200
             chunks = resp.iter_bytes()
             next(chunks)

@@ -145,4 +145,5 @@ def test_plain_helm_without_generated_values_says_what_to_run() -> None:
 
     with helm.Chart.load(CHART_DIR) as chart, pytest.raises(helm.HelmError) as info:
         chart.render({}, name="tierserve", namespace="tierserve")
-    assert "generated.serveConfigV2 is missing: render the chart with `tierserve k8s render`" in str(info.value)
+    expected = "generated.serveConfigV2 is missing: render the chart with `tierserve k8s render`"
+    assert expected in str(info.value)

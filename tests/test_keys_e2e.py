@@ -156,7 +156,7 @@ def test_rpm_holds_across_two_ingress_replicas(teams):
     key, _ = new_key(teams, "ads", "--rpm", "5")
     c = client(teams, key)
     ok, refused, rids = 0, [], []
-    for i in range(12):
+    for _ in range(12):
         rid = f"rpm-{uuid.uuid4().hex}"
         rids.append(rid)
         try:

@@ -150,7 +150,8 @@ def test_tpm_admits_95_to_100_percent_of_the_limit(backend, config, store, reque
     """Requests with varied prompts and max_tokens, each reconciled to fewer tokens than it
     reserved, until refused: what the window holds is 95-100 % of the limit."""
     clock = Clock()
-    counters = MemoryCounters() if backend == "memory" else RedisCounters(request.getfixturevalue("redis_url"), timeout_s=5)
+    counters = (MemoryCounters() if backend == "memory"
+                else RedisCounters(request.getfixturevalue("redis_url"), timeout_s=5))
     enf = KeyEnforcer(config, store, counters, clock=clock)
     limit = 2000
     p = _run(enf.authenticate(bearer(store.create(KeyCreate(team="t", name=backend, tpm=limit)).key)))

@@ -99,7 +99,7 @@ def test_usage_spent_and_savings(store):
     assert teams["search"].savings_usd == pytest.approx(1.3 - 1.03)
     recent = build_report(store.usage(since=now - 86_400), "reasoning", now - 86_400)
     assert {t.team for t in recent.teams} == {"search"}
-    assert {(l.tier, l.requests) for l in store.usage(team="search")} == {("fast", 2), ("reasoning", 1)}
+    assert {(u.tier, u.requests) for u in store.usage(team="search")} == {("fast", 2), ("reasoning", 1)}
 
 
 def test_sqlite_file_holds_no_plaintext_key(tmp_path):

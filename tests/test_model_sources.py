@@ -203,7 +203,7 @@ def test_two_concurrent_pulls_download_once(s3_env, tmp_path):
             assert all(p.poll() is None for p in procs), [log.read_text() for log in logs]
             time.sleep(0.2)
     results = []
-    for proc, log in zip(procs, logs):
+    for proc, log in zip(procs, logs, strict=True):
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, log.read_text()
         results.append(json.loads(out))

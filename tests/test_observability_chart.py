@@ -71,7 +71,8 @@ def test_disabled_renders_nothing(tmp_path: Path) -> None:
 def test_podmonitors_validate_and_select_head_and_workers(objects: list[dict[str, Any]]) -> None:
     validator = _crd_validator("monitoring.coreos.com_podmonitors.yaml")
     monitors = _kind(objects, "PodMonitor")
-    assert sorted(m["spec"]["selector"]["matchLabels"]["ray.io/node-type"] for m in monitors) == ["head", "worker"]
+    node_types = sorted(m["spec"]["selector"]["matchLabels"]["ray.io/node-type"] for m in monitors)
+    assert node_types == ["head", "worker"]
     for m in monitors:
         errors = [e.message for e in validator.iter_errors(m)]
         assert not errors, errors
@@ -83,7 +84,8 @@ def test_podmonitors_validate_and_select_head_and_workers(objects: list[dict[str
 
 def test_prometheusrule_validates_and_carries_the_generated_groups(objects: list[dict[str, Any]]) -> None:
     (rule,) = _kind(objects, "PrometheusRule")
-    errors = [e.message for e in _crd_validator("monitoring.coreos.com_prometheusrules.yaml").iter_errors(rule)]
+    validator = _crd_validator("monitoring.coreos.com_prometheusrules.yaml")
+    errors = [e.message for e in validator.iter_errors(rule)]
     assert not errors, errors
     assert rule["spec"] == yaml.safe_load(RULES_FILE.read_text())
 

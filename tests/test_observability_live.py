@@ -21,7 +21,8 @@ pytestmark = pytest.mark.e2e
 REQUESTS: list[dict[str, Any]] = [
     {"messages": [{"role": "user", "content": "Say hi."}]},
     {"messages": [{"role": "user", "content": "Name a colour."}], "stream": True},
-    {"messages": [{"role": "user", "content": "Prove step by step that the sum of two even numbers is even."}]},
+    {"messages": [{"role": "user",
+                   "content": "Prove step by step that the sum of two even numbers is even."}]},
     {"messages": [{"role": "user", "content": "Is 7 prime?"}], "reasoning_effort": "high"},
 ]
 

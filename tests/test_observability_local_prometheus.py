@@ -51,7 +51,8 @@ def test_refuses_to_start_without_ports() -> None:
 def fake_ray_exporter() -> Iterator[int]:
     """Serves Tierserve-shaped series (as Ray would export them) on a loopback port, with live traffic."""
     registry = CollectorRegistry()
-    requests = Counter("ray_tierserve_requests", "r", ["tier", "endpoint", "status", "reason"], registry=registry)
+    requests = Counter("ray_tierserve_requests", "r", ["tier", "endpoint", "status", "reason"],
+                       registry=registry)
     ttft = Histogram("ray_tierserve_ttft_seconds", "t", ["tier"], buckets=[0.1, 1, 5], registry=registry)
     stop = threading.Event()
 

@@ -82,7 +82,8 @@ def test_expression_check_can_fail() -> None:
 
 def test_every_metric_name_exists() -> None:
     allowed = set().union(*allowed_names().values()) | _recorded()
-    unknown = {(where, name) for where, expr in _all_exprs() for name in metric_names(expr) if name not in allowed}
+    unknown = {(where, name) for where, expr in _all_exprs() for name in metric_names(expr)
+               if name not in allowed}
     assert not unknown, sorted(unknown)
 
 
@@ -108,7 +109,8 @@ def test_vllm_list_matches_installed_vllm() -> None:
 
 
 @pytest.mark.parametrize("expr, names", [
-    ('sum by (tier) (rate(ray_tierserve_requests_total{status=~"5.."}[5m]))', {"ray_tierserve_requests_total"}),
+    ('sum by (tier) (rate(ray_tierserve_requests_total{status=~"5.."}[5m]))',
+     {"ray_tierserve_requests_total"}),
     ('label_replace(a_metric, "replica", "$1", "ReplicaId", "(.+)") * on (replica) group_left (tier) b:rec',
      {"a_metric", "b:rec"}),
     ("histogram_quantile(0.95, sum by (le) (rate(x_bucket[5m] offset 1h))) > 1e3 and up", {"x_bucket", "up"}),
@@ -130,5 +132,6 @@ def test_exported_names_follow_ray() -> None:
 
 
 def test_declared_metrics_reads_calls() -> None:
-    src = 'from ray.util import metrics\nc = metrics.Counter("a_total", "d")\nh = metrics.Histogram("b", "d", boundaries=[1])\n'
+    src = ('from ray.util import metrics\nc = metrics.Counter("a_total", "d")\n'
+           'h = metrics.Histogram("b", "d", boundaries=[1])\n')
     assert declared_metrics(src) == [("a_total", "counter"), ("b", "histogram")]

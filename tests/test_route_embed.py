@@ -50,9 +50,9 @@ def test_mean_embedding_is_the_mean_of_table_rows(emb) -> None:
 def test_option_features_only_for_an_option_block(emb) -> None:
     mcq, free = extract(MCQ, emb), extract("Tom has 3 apples. How many?", emb)
     assert mcq.has_options and not free.has_options
-    named = dict(zip(EXTRA_NAMES, mcq.extra))
+    named = dict(zip(EXTRA_NAMES, mcq.extra, strict=True))
     assert -1 <= named["option_cos_min"] <= named["option_cos_max"] <= 1
-    assert dict(zip(EXTRA_NAMES, free.extra))["option_cos_mean"] == 0.0
+    assert dict(zip(EXTRA_NAMES, free.extra, strict=True))["option_cos_mean"] == 0.0
 
 
 @pytest.mark.parametrize("text", ["", "hi", MCQ, "é∑ 12+3=15 ?" * 500, "x" * 20_000])

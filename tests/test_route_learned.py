@@ -42,9 +42,9 @@ def test_score_is_the_logistic_of_the_contributions(scorer: LearnedScorer) -> No
 
 
 def test_multiple_choice_structure_is_seen() -> None:
-    f = dict(zip(FEATURE_NAMES, extract(MCQ)))
+    f = dict(zip(FEATURE_NAMES, extract(MCQ), strict=True))
     assert f["has_options"] == 1.0 and f["log_option_chars"] > 0
-    assert dict(zip(FEATURE_NAMES, extract("What is 2+2?")))["has_options"] == 0.0
+    assert dict(zip(FEATURE_NAMES, extract("What is 2+2?"), strict=True))["has_options"] == 0.0
 
 
 def test_round_trip_is_identical(scorer: LearnedScorer) -> None:

@@ -28,7 +28,8 @@ class OpenAIError(Exception):
         self.message = message
         self.code = code
         self.param = param
-        self.type = type_ or _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        default_type = "server_error" if status >= 500 else "invalid_request_error"
+        self.type = type_ or _TYPE_BY_STATUS.get(status, default_type)
         self.headers = dict(headers or {})
         if retry_after_s is not None:
             self.headers["retry-after"] = str(retry_after_s)

@@ -146,7 +146,8 @@ def _map_keys(validator: Any, keys: list[str], instance: Any, schema: Any) -> It
         if isinstance(item, dict):
             tup = tuple(repr(item.get(k)) for k in keys)
             if tup in seen:
-                yield jsonschema.ValidationError(f"duplicate list-map key {dict(zip(keys, tup))}")
+                key = dict(zip(keys, tup, strict=True))
+                yield jsonschema.ValidationError(f"duplicate list-map key {key}")
             seen.add(tup)
 
 

@@ -7,6 +7,7 @@ limit means the same with one ingress replica or many.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Protocol
@@ -260,10 +261,8 @@ class ResilientCounters:
     async def _best_effort(self, op: str, *args) -> None:
         # Reconciling after the response: an outage here loses a correction, never a request.
         for backend in (self.primary, self.fallback):
-            try:
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(getattr(backend, op)(*args), timeout=1.0)
-            except Exception:
-                pass
 
 
 def make_counters(url: str, outage_policy: str) -> Counters:

@@ -93,7 +93,8 @@ class LocalPrometheus:
     def start(self, ready_timeout_s: float = 30.0) -> LocalPrometheus:
         self.workdir = Path(tempfile.mkdtemp(prefix="tierserve-prometheus-"))
         config = self.workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(prometheus_config(self.metrics_ports, self.rules_file, self.interval)))
+        scrape = prometheus_config(self.metrics_ports, self.rules_file, self.interval)
+        config.write_text(yaml.safe_dump(scrape))
         log = (self.workdir / "prometheus.log").open("wb")
         self.process = subprocess.Popen(
             [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
@@ -143,7 +144,8 @@ class LocalPrometheus:
     def rule_errors(self) -> list[tuple[str, str]]:
         """(rule, last error) for every loaded rule whose last evaluation failed."""
         groups = self._get("/api/v1/rules")["groups"]
-        return [(r["name"], r.get("lastError", "")) for g in groups for r in g["rules"] if r["health"] == "err"]
+        rules = [r for g in groups for r in g["rules"]]
+        return [(r["name"], r.get("lastError", "")) for r in rules if r["health"] == "err"]
 
     def rule_groups(self) -> list[str]:
         return [g["name"] for g in self._get("/api/v1/rules")["groups"]]
@@ -175,11 +177,13 @@ class LocalPrometheus:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run Prometheus on loopback against the local Ray cluster.")
-    parser.add_argument("--port", type=int, default=9090, help="Prometheus listen port on 127.0.0.1 (0 = free)")
+    parser.add_argument("--port", type=int, default=9090,
+                        help="Prometheus listen port on 127.0.0.1 (0 = free)")
     parser.add_argument("--metrics-port", type=int, action="append", default=[],
                         help="a Ray metrics export port (repeatable); default: discovered")
     parser.add_argument("--ray-temp-dir", type=Path, default=Path(LocalStack().temp_dir))
-    parser.add_argument("--ray-address", default=None, help="ask this cluster for ports if discovery finds none")
+    parser.add_argument("--ray-address", default=None,
+                        help="ask this cluster for ports if discovery finds none")
     parser.add_argument("--ray-dashboard", default="http://127.0.0.1:8265")
     parser.add_argument("--interval", default="5s")
     args = parser.parse_args(argv)
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Ray dashboard:  {args.ray_dashboard}")
         print(f"Prometheus:     {prom.url}  (scraping 127.0.0.1:{', 127.0.0.1:'.join(map(str, ports))})")
         print(f"Alerts:         {prom.url}/alerts    Rules: {prom.url}/rules")
-        print("Tip: start Ray with RAY_PROMETHEUS_HOST=" + prom.url + " so the Ray dashboard's graphs use it.")
+        print(f"Tip: start Ray with RAY_PROMETHEUS_HOST={prom.url} so the Ray dashboard's graphs use it.")
         print("Ctrl-C stops Prometheus and deletes its data.", flush=True)
         while prom.process is not None and prom.process.poll() is None:
             time.sleep(1)

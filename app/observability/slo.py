@@ -67,7 +67,8 @@ def _check_section(name: str, body: Any) -> dict[str, Any]:
 def parse_slo(doc: dict[str, Any]) -> SLO:
     expected = {"application", "tiers", "min_request_rate", *_SECTIONS}
     if set(doc) != expected:
-        raise ValueError(f"slo keys differ: missing {sorted(expected - set(doc))}, unknown {sorted(set(doc) - expected)}")
+        missing, unknown = sorted(expected - set(doc)), sorted(set(doc) - expected)
+        raise ValueError(f"slo keys differ: missing {missing}, unknown {unknown}")
     tiers = []
     for name, body in doc["tiers"].items():
         if not _TIER.match(name):

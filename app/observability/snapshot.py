@@ -27,7 +27,8 @@ PANELS: list[tuple[str, str, str]] = [  # (title, PromQL, y label)
 def query_range(base_url: str, expr: str, minutes: int, step_s: int) -> list[dict[str, object]]:
     end = time.time()
     params = {"query": expr, "start": end - minutes * 60, "end": end, "step": step_s}
-    with urllib.request.urlopen(f"{base_url}/api/v1/query_range?{urllib.parse.urlencode(params)}", timeout=10) as r:
+    url = f"{base_url}/api/v1/query_range?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as r:
         return list(json.load(r)["data"]["result"])
 
 
@@ -38,7 +39,7 @@ def render_snapshot(base_url: str, out: Path, minutes: int = 15, step_s: int = 5
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 7), constrained_layout=True)
-    for ax, (title, expr, unit) in zip(axes.flat, PANELS):
+    for ax, (title, expr, unit) in zip(axes.flat, PANELS, strict=True):
         for series in query_range(base_url, expr, minutes, step_s):
             values = series["values"]  # type: ignore[index]
             t0 = float(values[0][0])  # type: ignore[index]

@@ -140,7 +140,8 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def summarise(fault: str, outcomes: list[Outcome], killed_at: float | None,
               baseline: dict[str, Any] | None) -> dict[str, Any]:
-    counts = {k: sum(o.kind == k for o in outcomes) for k in ("ok", "migrated", "retried", "clean_error", "lost")}
+    kinds = ("ok", "migrated", "retried", "clean_error", "lost")
+    counts = {k: sum(o.kind == k for o in outcomes) for k in kinds}
     latencies = [o.end - o.start for o in outcomes if o.kind != "lost"]
     row: dict[str, Any] = {"fault": fault, "sent": len(outcomes), **counts,
                            "p50_ms": _ms(_pct(latencies, 0.5)), "p95_ms": _ms(_pct(latencies, 0.95))}
@@ -198,7 +199,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(
             f"| {r['fault']} | {r['sent']} | {r['ok']} | {r['retried']} | {r['migrated']} | "
-            f"{r['clean_error']} | **{r['lost']}** | {r['p50_ms']} / {r['p95_ms']} | {r.get('caught', '–')} | "
+            f"{r['clean_error']} | **{r['lost']}** | {r['p50_ms']} / {r['p95_ms']} | "
+            f"{r.get('caught', '–')} | "
             f"{r.get('caught_p50_ms', '–')} / {r.get('caught_p95_ms', '–')} | "
             f"{r.get('added_p50_ms', '–')} / {r.get('added_p95_ms', '–')} |")
     return head + "\n".join(lines) + "\n"

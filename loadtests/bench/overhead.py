@@ -213,7 +213,8 @@ def _loads(report: dict[str, Any]) -> str:
 
 
 def _table(results: dict[str, Any], cmp: dict[str, Any], concurrencies: list[int]) -> list[str]:
-    lines = ["| concurrency | target | TTFT p50 | TTFT p99 | ITL p50 | req/s | tok/s | TTFT Δ vs bare | req/s vs bare |",
+    lines = ["| concurrency | target | TTFT p50 | TTFT p99 | ITL p50 | req/s | tok/s | TTFT Δ vs bare"
+             " | req/s vs bare |",
              "|---|---|---|---|---|---|---|---|---|"]
     for conc in map(str, concurrencies):
         for name, by_c in results.items():
@@ -222,8 +223,9 @@ def _table(results: dict[str, Any], cmp: dict[str, Any], concurrencies: list[int
                 continue
             rel = cmp.get(f"{name}/bare", {}).get(conc, {})
             lines.append(
-                f"| {conc} | {name} | {_fmt(fig['ttft_p50_ms'], '.1f')} ms | {_fmt(fig['ttft_p99_ms'], '.1f')} ms"
-                f" | {_fmt(fig['itl_p50_ms'], '.2f')} ms | {_fmt(fig['req_per_s'], '.2f')} | {_fmt(fig['tok_per_s'], '.0f')}"
+                f"| {conc} | {name} | {_fmt(fig['ttft_p50_ms'], '.1f')} ms"
+                f" | {_fmt(fig['ttft_p99_ms'], '.1f')} ms | {_fmt(fig['itl_p50_ms'], '.2f')} ms"
+                f" | {_fmt(fig['req_per_s'], '.2f')} | {_fmt(fig['tok_per_s'], '.0f')}"
                 f" | {_fmt(rel.get('ttft_p50_delta_ms'), '+.1f') + ' ms' if rel else '–'}"
                 f" | {_fmt(rel.get('req_per_s_ratio'), '.2f') + '×' if rel else '–'} |")
     return lines
@@ -257,7 +259,8 @@ def markdown(report: dict[str, Any]) -> str:
                   for name, split in report["cpu_s_per_pass"].items()]
     if report.get("pinned_front_ends"):
         pf = report["pinned_front_ends"]
-        lines += ["", f"With Serve's proxy/replicas and bare vLLM's API process pinned to cores {pf['cores']}:",
+        lines += ["", "With Serve's proxy/replicas and bare vLLM's API process pinned to cores "
+                  f"{pf['cores']}:",
                   "", *_table(pf["results"], pf["comparison"], sorted(int(c) for c in
                                                                       next(iter(pf["results"].values()))))]
     return "\n".join(lines) + "\n"
