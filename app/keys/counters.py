@@ -219,26 +219,58 @@ class ResilientCounters:
     fail_open: an operation Redis cannot answer is done on this replica's in-process
     counters (limits then hold per replica, as with memory://); fail_closed: the request
     gets 503 with Retry-After. Either way never a 500.
+
+    A Redis that hangs (accepts connections, never answers) costs one request `timeout_s`:
+    after a failure Redis is left alone for `retry_s`, then one request at a time probes it
+    while the others keep to the policy, so no request waits on a Redis known to be down.
     """
 
-    def __init__(self, primary: Counters, policy: str) -> None:
+    def __init__(self, primary: Counters, policy: str, timeout_s: float = 0.25,
+                 retry_s: float = 5.0) -> None:
         self.primary = primary
         self.fallback = MemoryCounters()
         self.policy = policy
+        self.timeout_s = timeout_s
+        self.retry_s = retry_s
+        self._down_until = 0.0
+        self._probing = False
         self._warned = 0.0
 
-    async def _call(self, op: str, *args):
+    def _may_try(self) -> bool:
+        """Whether this call may use Redis: it is up, or this call is the one probe."""
+        if self._down_until == 0.0:
+            return True
+        if self._probing or time.monotonic() < self._down_until:
+            return False
+        self._probing = True
+        return True
+
+    async def _primary(self, op: str, *args):
         try:
-            return await asyncio.wait_for(getattr(self.primary, op)(*args), timeout=1.0)
-        except Exception as exc:  # redis.ConnectionError, TimeoutError, OSError...
-            now = time.monotonic()
-            if now - self._warned > 30:
-                self._warned = now
-                log.warning("shared limit counters unavailable (%s); policy %s",
-                            type(exc).__name__, self.policy)
-            if self.policy == "fail_closed":
-                raise CountersUnavailable(str(exc)) from None
-            return await getattr(self.fallback, op)(*args)
+            result = await asyncio.wait_for(getattr(self.primary, op)(*args), timeout=self.timeout_s)
+        except Exception:  # not a cancellation: the client left, Redis did nothing wrong
+            self._down_until = time.monotonic() + self.retry_s
+            raise
+        finally:
+            self._probing = False
+        self._down_until = 0.0
+        return result
+
+    async def _call(self, op: str, *args):
+        error: Exception | None = None
+        if self._may_try():
+            try:
+                return await self._primary(op, *args)
+            except Exception as exc:  # redis.ConnectionError, TimeoutError, OSError...
+                error = exc
+                now = time.monotonic()
+                if now - self._warned > 30:
+                    self._warned = now
+                    log.warning("shared limit counters unavailable (%s); policy %s",
+                                type(exc).__name__, self.policy)
+        if self.policy == "fail_closed":
+            raise CountersUnavailable(str(error or "Redis is down (retrying shortly)")) from None
+        return await getattr(self.fallback, op)(*args)
 
     async def take_window(self, *args) -> WindowResult:
         return await self._call("take_window", *args)
@@ -260,9 +292,11 @@ class ResilientCounters:
 
     async def _best_effort(self, op: str, *args) -> None:
         # Reconciling after the response: an outage here loses a correction, never a request.
-        for backend in (self.primary, self.fallback):
+        if self._may_try():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(getattr(backend, op)(*args), timeout=1.0)
+                await self._primary(op, *args)
+        with contextlib.suppress(Exception):
+            await getattr(self.fallback, op)(*args)
 
 
 def make_counters(url: str, outage_policy: str) -> Counters:
