@@ -30,12 +30,12 @@ def test_calibrated_shares_are_within_two_points_of_target(reference, targets: l
     fit, other = reference
     cal = calibrate(config, fit, [float(t) for t in targets])
     assert cal.thresholds == sorted(cal.thresholds) and len(cal.thresholds) == 2
-    for tier, target in zip(config.routing.ladder, targets):
+    for tier, target in zip(config.routing.ladder, targets, strict=True):
         assert abs(cal.achieved[tier] - target / 100) <= 0.02, (tier, cal.achieved)
     # The thresholds carry over to unseen prompts of the same kind (looser: sampling error).
     tuned = with_thresholds(config, cal.thresholds)
     unseen = shares_of(tuned, route_all(tuned, other))
-    for tier, target in zip(config.routing.ladder, targets):
+    for tier, target in zip(config.routing.ladder, targets, strict=True):
         assert abs(unseen[tier] - target / 100) <= 0.04, (tier, unseen)
 
 

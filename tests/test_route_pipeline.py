@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from app.routing.affinity import MemoryAffinityStore
-from app.routing.learned import LearnedScorer
 from app.routing.assemble import build_pipeline
+from app.routing.learned import LearnedScorer
 from app.routing.pipeline import RoutePipeline
 from tests.route_helpers import FixedScorer, request, two_tier_config
 from tests.test_route_learned import ARTIFACT

@@ -150,7 +150,9 @@ def test_fallback_plan_dearer_nearest_first_then_cheaper() -> None:
     plan = FallbackPlan(Setup(three_tier_config(fallback={"max_attempts": 3})))
     assert plan.fallbacks(ctx(), "fast") == ["medium", "reasoning"]
     assert plan.fallbacks(ctx(), "medium") == ["reasoning", "fast"]
-    assert plan.fallbacks(ctx(unavailable=frozenset({"reasoning"})), "medium") == ["fast"]
+    assert plan.fallbacks(ctx(unavailable=frozenset({"reasoning"})), "medium") == ["fast", "reasoning"]
+    assert plan.fallbacks(ctx(unavailable=frozenset({"medium", "reasoning"})), "fast") == [
+        "medium", "reasoning"]  # all down (or a stale view): still a plan
     short = FallbackPlan(Setup(three_tier_config()))  # max_attempts 2: one fallback
     assert short.fallbacks(ctx(), "fast") == ["medium"]
 
@@ -181,7 +183,8 @@ def test_unknown_plugin_name_fails_with_file_and_field(config_copy: Path) -> Non
     config = load_config("local-cpu", root=config_copy)
     with pytest.raises(ConfigError) as err:
         check_plugins(config)
-    assert f"{path}: routing.plugins.scorers[1].name: unknown scorer plugin 'no-such-scorer'" in str(err.value)
+    field = "routing.plugins.scorers[1].name"
+    assert f"{path}: {field}: unknown scorer plugin 'no-such-scorer'" in str(err.value)
     with pytest.raises(ConfigError, match="no-such-scorer"):
         build_pipeline(config)
 

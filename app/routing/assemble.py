@@ -24,9 +24,10 @@ def plugin_refs(routing: RoutingConfig) -> dict[str, list[PluginRef]]:
     p, ref = routing.plugins, PluginRef.model_validate
     filters = [ref("health"), ref("context-fit")] if routing.fallback.enabled else []
     filters += [ref("affinity")] if routing.affinity.enabled else []
+    scorers = [ref("learned")] if routing.learned.enabled else []
     return {
         "pins": p.pins if p.pins is not None else [ref("model"), ref("header"), ref("rules")],
-        "scorers": p.scorers if p.scorers is not None else [ref("learned")] if routing.learned.enabled else [],
+        "scorers": p.scorers if p.scorers is not None else scorers,
         "picker": [p.picker or ref("ladder")],
         "filters": p.filters if p.filters is not None else filters,
         "plan": [p.plan or ref("fallback")],

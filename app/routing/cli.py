@@ -150,7 +150,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("route-train", help="train the complexity scorer and calibrate the ladder thresholds")
+    p = subparsers.add_parser("route-train",
+                              help="train the complexity scorer and calibrate the ladder thresholds")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--scorer", choices=["embedding", "hand-features"], default="embedding",
                    help="embedding: v2 (wordllama vectors + hand features); hand-features: v1")

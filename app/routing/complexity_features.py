@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 # A multiple-choice option line: "A. ...", "(b) ...", "C) ...".
 _OPTION = re.compile(r"^\s*\(?[A-Da-d][.)]\s", re.M)
@@ -28,17 +28,19 @@ _DELETE_NOT = {keep: _ALL.translate(None, keep) for keep in (_DIGITS, _OPERATORS
 
 # Cue words, grouped; each group is one feature (log count in the prompt).
 KEYWORDS: dict[str, frozenset[str]] = {
-    "kw_quantity": frozenset("calculate compute how many much total sum average percent percentage "
-                             "per each every remaining left rate ratio times twice half "
-                             "double triple".split()),
-    "kw_wh": frozenset("which what who when where why".split()),
-    "kw_negation": frozenset("not except false incorrect least never none".split()),
-    "kw_truth": frozenset("true false statement statements valid invalid".split()),
-    "kw_logic": frozenset("if then implies therefore premise conclusion argument".split()),
-    "kw_money": frozenset("dollars dollar cents cost costs price pay paid sells buys".split()),
-    "kw_time": frozenset("hour hours minute minutes day days week weeks month months year years".split()),
-    "kw_pronoun": frozenset("he she they his her their him them".split()),
-    "kw_best": frozenset("best most likely primarily following".split()),
+    "kw_quantity": frozenset(["calculate", "compute", "how", "many", "much", "total", "sum", "average",
+        "percent", "percentage", "per", "each", "every", "remaining", "left", "rate", "ratio", "times",
+        "twice", "half", "double", "triple"]),
+    "kw_wh": frozenset(["which", "what", "who", "when", "where", "why"]),
+    "kw_negation": frozenset(["not", "except", "false", "incorrect", "least", "never", "none"]),
+    "kw_truth": frozenset(["true", "false", "statement", "statements", "valid", "invalid"]),
+    "kw_logic": frozenset(["if", "then", "implies", "therefore", "premise", "conclusion", "argument"]),
+    "kw_money": frozenset(["dollars", "dollar", "cents", "cost", "costs", "price", "pay", "paid",
+        "sells", "buys"]),
+    "kw_time": frozenset(["hour", "hours", "minute", "minutes", "day", "days", "week", "weeks", "month",
+        "months", "year", "years"]),
+    "kw_pronoun": frozenset(["he", "she", "they", "his", "her", "their", "him", "them"]),
+    "kw_best": frozenset(["best", "most", "likely", "primarily", "following"]),
 }
 
 

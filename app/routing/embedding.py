@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from itertools import chain
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,7 @@ class StaticEmbedder:
         missing = [w for w in set(words) if w not in cache]
         if len(cache) + len(missing) > _CACHE_MAX:
             cache.clear()
-        for w, enc in zip(missing, self._tok.encode_batch(missing, add_special_tokens=False)):
+        for w, enc in zip(missing, self._tok.encode_batch(missing, add_special_tokens=False), strict=True):
             cache[w] = tuple(enc.ids)
 
     def _word_tokens(self, words: list[str]) -> list[tuple[int, ...]]:

@@ -37,7 +37,7 @@ class RequestFeatures:
     max_tokens: int | None
 
     @classmethod
-    def of(cls, req: RouteRequest) -> "RequestFeatures":
+    def of(cls, req: RouteRequest) -> RequestFeatures:
         return cls(
             text=req.prompt_text,
             lower=req.prompt_text.lower(),

@@ -41,7 +41,7 @@ class LearnedScorer:
 
     def logit(self, text: str) -> float:
         z = self.bias
-        for x, m, s, w in zip(extract(text), self.mean, self.scale, self.weights):
+        for x, m, s, w in zip(extract(text), self.mean, self.scale, self.weights, strict=True):
             z += w * (x - m) / s
         return z
 
@@ -59,7 +59,7 @@ class LearnedScorer:
     def contributions(self, text: str) -> dict[str, float]:
         """Each feature's share of the logit, for explanations."""
         return {name: w * (x - m) / s for name, x, m, s, w in
-                zip(self.feature_names, extract(text), self.mean, self.scale, self.weights)}
+                zip(self.feature_names, extract(text), self.mean, self.scale, self.weights, strict=True)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": ARTIFACT_VERSION, "model": "logistic",
@@ -68,7 +68,7 @@ class LearnedScorer:
                 "meta": self.meta}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LearnedScorer":
+    def from_dict(cls, data: dict[str, Any]) -> LearnedScorer:
         if data.get("version") != ARTIFACT_VERSION or data.get("model") != "logistic":
             raise ArtifactError(f"unsupported artifact version/model: {data.get('version')}/"
                                 f"{data.get('model')}")
@@ -80,7 +80,7 @@ class LearnedScorer:
             raise ArtifactError(f"artifact is missing a field: {exc}") from exc
 
     @classmethod
-    def load(cls, path: str | Path) -> "LearnedScorer":
+    def load(cls, path: str | Path) -> LearnedScorer:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

@@ -45,7 +45,7 @@ class Head:
                 "embed_weights": list(self.embed_weights), "bias": self.bias}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Head":
+    def from_dict(cls, d: dict[str, Any]) -> Head:
         return cls(*(tuple(map(float, d[k])) for k in ("mean", "scale", "weights", "embed_weights")),
                    float(d["bias"]))
 
@@ -65,7 +65,7 @@ class EmbeddingScorer:
             if not len(head.mean) == len(head.scale) == len(head.weights) == len(DENSE_NAMES):
                 raise ArtifactError(f"artifact head vectors must have {len(DENSE_NAMES)} entries")
 
-    def bind(self, embedder: StaticEmbedder | None = None) -> "BoundEmbeddingScorer":
+    def bind(self, embedder: StaticEmbedder | None = None) -> BoundEmbeddingScorer:
         embedder = embedder or shared_embedder()
         if embedder.fingerprint != self.embedding.get("fingerprint"):
             raise ArtifactError(f"embedding table {embedder.fingerprint} is not the one the artifact "
@@ -80,7 +80,7 @@ class EmbeddingScorer:
                 "meta": self.meta}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EmbeddingScorer":
+    def from_dict(cls, data: dict[str, Any]) -> EmbeddingScorer:
         if data.get("version") != ARTIFACT_VERSION or data.get("model") != MODEL:
             raise ArtifactError(f"unsupported artifact version/model: {data.get('version')}/"
                                 f"{data.get('model')}")

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from app.config.schema import TierserveConfig
 from app.protocol.internal import PluginContribution, RouteDecision, RouteRequest
 from app.routing.features import RequestFeatures
-from app.routing.plugin import (Context, FilterPlugin, Pin, PickerPlugin, PinPlugin, PlanPlugin,
-                                ScorerPlugin)
+from app.routing.plugin import Context, FilterPlugin, PickerPlugin, Pin, PinPlugin, PlanPlugin, ScorerPlugin
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class CompiledRule:
     patterns: tuple[TextPattern, ...]
 
     @classmethod
-    def compile(cls, rule: RoutingRule) -> "CompiledRule":
+    def compile(cls, rule: RoutingRule) -> CompiledRule:
         return cls(rule, tuple(TextPattern(p) for p in rule.match.patterns))
 
     @property

@@ -7,8 +7,12 @@ from app.routing.plugin import Context, PlanPlugin, Setup
 
 
 class FallbackPlan(PlanPlugin):
-    """Healthy tiers other than the chosen one: dearer ones nearest first (an answer at
-    least as good), then cheaper ones nearest first; `fallback.max_attempts` in all."""
+    """The tiers other than the chosen one: dearer ones nearest first (an answer at least as
+    good), then cheaper ones nearest first, unhealthy ones last; `fallback.max_attempts` in all.
+
+    Health is a polled hint that can be stale (right after a deploy every tier reads as down),
+    so an unhealthy tier moves to the back of the plan, never out of it: a stream whose replica
+    dies must still have somewhere to migrate to."""
 
     def __init__(self, setup: Setup) -> None:
         super().__init__(setup)
@@ -19,4 +23,5 @@ class FallbackPlan(PlanPlugin):
     def fallbacks(self, ctx: Context, tier: str) -> list[str]:
         i = self._order.index(tier)
         ladder = self._order[i + 1:] + self._order[:i][::-1]
-        return [t for t in ladder if t not in ctx.unavailable][: self._room]
+        ladder.sort(key=lambda t: t in ctx.unavailable)  # stable: ladder order otherwise
+        return ladder[: self._room]

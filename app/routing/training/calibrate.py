@@ -59,7 +59,8 @@ def calibrate(config: TierserveConfig, prompts: list[str], shares: list[float],
         raise ValueError("no reference prompt was decided by score; nothing to calibrate")
     pinned = [d.tier for d in decisions if d.reason != "score"]
     # What each tier still needs from the scored prompts once the pinned ones are counted.
-    need = np.array([max(0.0, s * len(decisions) - pinned.count(t)) for s, t in zip(shares, ladder)])
+    need = np.array([max(0.0, s * len(decisions) - pinned.count(t))
+                     for s, t in zip(shares, ladder, strict=True)])
     cumulative = np.cumsum(need / need.sum())[:-1] if need.sum() else np.zeros(len(ladder) - 1)
     # Tier i gets scores in [t_{i-1}, t_i): t_i is the quantile of the share below it.
     thresholds = [round(float(np.quantile(scored, min(1.0, c), method="higher")), 6) if c < 1 else 1.0
@@ -67,13 +68,13 @@ def calibrate(config: TierserveConfig, prompts: list[str], shares: list[float],
     thresholds = list(np.maximum.accumulate(np.clip(thresholds, 0.0, 1.0)))
     tuned = with_thresholds(config, thresholds)
     achieved = shares_of(tuned, route_all(tuned, prompts, scorer))
-    return Calibration([float(t) for t in thresholds], dict(zip(ladder, shares)), achieved,
+    return Calibration([float(t) for t in thresholds], dict(zip(ladder, shares, strict=True)), achieved,
                        len(pinned) / len(decisions))
 
 
 def with_thresholds(config: TierserveConfig, thresholds: list[float]) -> TierserveConfig:
-    routing = config.routing.model_copy(update={
-        "thresholds": thresholds, "threshold": thresholds[0] if len(thresholds) == 1 else config.routing.threshold})
+    one = thresholds[0] if len(thresholds) == 1 else config.routing.threshold
+    routing = config.routing.model_copy(update={"thresholds": thresholds, "threshold": one})
     return config.model_copy(update={"routing": routing})
 
 

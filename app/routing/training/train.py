@@ -52,7 +52,9 @@ def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _fit_scorer(x: np.ndarray, y: np.ndarray, l2: float, meta: dict) -> LearnedScorer:
     mean, scale = standardise(x)
     w, b = fit_logistic((x - mean) / scale, y, l2)
-    r = lambda v: tuple(round(float(t), 8) for t in v)  # short, stable JSON
+    def r(v: np.ndarray) -> tuple[float, ...]:  # short, stable JSON
+        return tuple(round(float(t), 8) for t in v)
+
     return LearnedScorer(FEATURE_NAMES, r(mean), r(scale), r(w), round(b, 8), meta)
 
 

@@ -41,7 +41,7 @@ class Matrices:
     def label(self) -> np.ndarray:
         return (self.strong & ~self.weak).astype(float)
 
-    def take(self, idx: np.ndarray) -> "Matrices":
+    def take(self, idx: np.ndarray) -> Matrices:
         return Matrices(self.dense[idx], self.emb[idx], self.options[idx], self.weak[idx],
                         self.strong[idx])
 
@@ -105,7 +105,7 @@ def logits(s: EmbeddingScorer, m: Matrices) -> np.ndarray:
 def choose_l2(fit_m: Matrices, val_m: Matrices, embedding: dict[str, str]) -> tuple[float, float, dict]:
     """Each head's L2 by validation APGR on its own rows (ties: the stronger L2)."""
     table: dict[str, dict[str, float]] = {"options": {}, "free": {}}
-    for l2o, l2f in zip(L2_OPTIONS, L2_FREE):
+    for l2o, l2f in zip(L2_OPTIONS, L2_FREE, strict=True):
         sc = logits(fit(fit_m, l2o, l2f, embedding), val_m)
         for name, mask, l2 in (("options", val_m.options, l2o), ("free", ~val_m.options, l2f)):
             if mask.any() and (val_m.strong[mask].mean() > val_m.weak[mask].mean()):
