@@ -242,8 +242,8 @@ class Gateway:
                 await self.decide(parsed, endpoint, record, request, principal.may_pin), principal)
             record.tier, record.reason, record.decision = decision.tier, decision.reason, decision
             if record.trace:
-                record.trace.close("ingress.route", **{"tierserve.tier": decision.tier,
-                                                        "tierserve.route_reason": decision.reason})
+                record.trace.close("ingress.route", {"tierserve.tier": decision.tier,
+                                                      "tierserve.route_reason": decision.reason})
             record.ticket = await self.keys.reserve(principal, decision.tier,
                                                     _prompt_estimate(parsed),
                                                     parsed.requested_max_tokens())
@@ -266,7 +266,7 @@ class Gateway:
         except OpenAIError as exc:
             self._leave()
             if record.trace:
-                record.trace.close("ingress.dispatch", error=exc.code)
+                record.trace.close("ingress.dispatch", error=str(exc.code))
             return self._finish_error(exc, record)
         except BaseException:
             self._leave()
@@ -274,9 +274,9 @@ class Gateway:
             raise
         record.tier, record.reason, record.attempts = opened.tier, opened.reason, opened.attempts
         if record.trace:
-            record.trace.close("ingress.dispatch", **{"tierserve.tier": opened.tier,
-                                                       "tierserve.attempts": opened.attempts,
-                                                       "tierserve.route_reason": opened.reason})
+            record.trace.close("ingress.dispatch", {"tierserve.tier": opened.tier,
+                                                     "tierserve.attempts": opened.attempts,
+                                                     "tierserve.route_reason": opened.reason})
         if isinstance(opened.first, (TierError, TierFinal)):
             self._leave()
             opened.rest.cancel()

@@ -140,7 +140,7 @@ class TierServer(LLMServer):
         await self._warm_up()
         tracer = setup_tracing(tracing or TracingConfig(), "tier")
         if tracer.on:  # a span per call; untraced replicas keep the plain method
-            self.generate = traced(tracer, tier.name, self.generate)  # type: ignore[method-assign]
+            self.generate = traced(tracer, tier.name, self.generate)  # type: ignore[method-assign,assignment]
         # So the stack's `down` can clean up after this engine even if this replica is killed.
         engine_shm.record_engine(tier.name, psutil.Process().children(recursive=True),
                                  engine_shm.shm_segments() - shm_before)

@@ -62,7 +62,7 @@ def test_one_request_forms_one_tree(receiver, monkeypatch):
         return [x async for x in traced(tracer, "reasoning", generate)(call)]
 
     assert asyncio.run(consume()) == [["data: {}\n\n"], ["data: [DONE]\n\n"]]
-    trace.close("ingress.dispatch", **{"tierserve.attempts": 1})
+    trace.close("ingress.dispatch", {"tierserve.attempts": 1})
     trace.end(200, "reasoning", "score", 1, 0.05, 10, 2, [])
     for provider in tracing_mod._providers.values():
         provider.force_flush()

@@ -62,7 +62,7 @@ def _replica_actors(app_name: str) -> list[dict[str, Any]]:
               if (a.class_name or "").startswith(prefix)]
     ips = {n.node_id: n.node_ip for n in list_nodes(limit=1_000, timeout=5)}
     return [{"deployment": a.class_name[len(prefix):], "actor_id": a.actor_id, "node_id": a.node_id,
-             "node_ip": ips.get(a.node_id), "state": a.state, "pid": a.pid} for a in actors]
+             "node_ip": ips.get(a.node_id or ""), "state": a.state, "pid": a.pid} for a in actors]
 
 
 async def tier_views(config: TierserveConfig, app_name: str, suspended: set[str]) -> list[TierView]:

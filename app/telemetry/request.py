@@ -41,11 +41,12 @@ class RequestTrace:
         self._open[name] = span
         return traceparent(span)
 
-    def close(self, name: str, error: str | None = None, **attributes: Any) -> None:
+    def close(self, name: str, attributes: Mapping[str, Any] | None = None,
+              error: str | None = None) -> None:
         span = self._open.pop(name, None)
         if span is None:
             return
-        for key, value in attributes.items():
+        for key, value in (attributes or {}).items():
             if value is not None:
                 span.set_attribute(key, value)
         if error:
