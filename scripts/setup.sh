@@ -17,6 +17,8 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 # PostgreSQL: the keys/spend database's production backend; the tests start their own server.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# Headless Chromium: the console's browser tests (Playwright drives Debian's build, no download).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   log "installing system packages: ${need_apt[*]}"
