@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import psutil
@@ -47,7 +48,7 @@ def remove_orphaned_segments(ours: set[Path]) -> list[Path]:
     return left
 
 
-def record_engine(name: str, procs: list[psutil.Process], appeared: set[Path] = frozenset()
+def record_engine(name: str, procs: list[psutil.Process], appeared: Collection[Path] = frozenset()
                   ) -> Path | None:
     """Write `procs` (pid and start time), the segments they map and those that `appeared`
     while the engine started (multiprocessing's named semaphores are unmapped by then) to
@@ -57,10 +58,10 @@ def record_engine(name: str, procs: list[psutil.Process], appeared: set[Path] = 
         return None
     path = Path(ledger) / f"{name}-{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    alive = []
+    alive: list[tuple[int, float]] = []
     for proc in procs:
         try:
-            alive.append([proc.pid, proc.create_time()])
+            alive.append((proc.pid, proc.create_time()))
         except psutil.Error:
             continue
     mapped = {s for s in mapped_shm_segments([p for p, _ in alive]) if s.parent == SHM}

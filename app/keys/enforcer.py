@@ -191,8 +191,9 @@ class KeyEnforcer:
         if tier is None:
             return
         if not p.may_use(tier):
+            allowed = p.key.tiers if p.key else None
             raise OpenAIError(403, f"This API key may not use the '{tier}' tier "
-                                   f"(allowed: {p.key.tiers}).", code="tier_not_allowed",
+                                   f"(allowed: {allowed}).", code="tier_not_allowed",
                               param="model" if via == "model" else None)
         if not p.may_pin:
             raise OpenAIError(403, "This API key may not choose its tier; use model 'auto'.",

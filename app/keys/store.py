@@ -5,6 +5,7 @@ Synchronous (SQLAlchemy Core); the ingress calls it from a thread, never on its 
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
@@ -170,7 +171,7 @@ class KeyStore:
             tokens, usd = conn.execute(q).one()
         return int(tokens), float(usd)
 
-    def usage(self, team: str | None = None, since: float | None = None) -> list[UsageLine]:
+    def usage(self, team: str | None = None, since: float | None = None) -> builtins.list[UsageLine]:
         u, k = usage_events.c, api_keys.c
         q = (select(u.team, u.key_id, k.name.label("key_name"), u.tier,
                     func.count().label("requests"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -73,7 +74,7 @@ def resolve(source: str) -> HFResult:
 
     repo_id, revision = split_id(source)
     cache = hub_cache_dir()
-    kwargs = dict(repo_id=repo_id, revision=revision, cache_dir=str(cache),
+    kwargs: dict[str, Any] = dict(repo_id=repo_id, revision=revision, cache_dir=str(cache),
                   allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS,
                   endpoint=os.environ.get("HF_ENDPOINT") or None)
     t0 = time.monotonic()

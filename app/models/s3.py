@@ -356,7 +356,7 @@ def download(s3: Any, uri: str, manifest: Manifest, staging: Path, *,
                                    stats, stats_lock, stop)
                        for fs in states for i in range(len(fs.chunks))]
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            errors = [f.exception() for f in finished if f.exception() is not None]
+            errors = [e for f in finished if (e := f.exception()) is not None]
             if errors:
                 stop.set()
                 for f in futures:
