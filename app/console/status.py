@@ -89,7 +89,8 @@ async def tier_views(config: TierserveConfig, app_name: str, suspended: set[str]
             node_pool=getattr(tier.resources, "node_pool", None))
         dep = status.deployments.get(tier.deployment_name) if status is not None else None
         if dep is not None:
-            view.status, view.message = str(dep.status), dep.message or ""
+            view.status = str(getattr(dep.status, "value", dep.status))  # "HEALTHY", not the enum
+            view.message = dep.message or ""
             view.replica_states = {str(k): int(v) for k, v in dep.replica_states.items()}
         for actor in actors:
             if actor["deployment"] == tier.deployment_name:

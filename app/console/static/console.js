@@ -54,9 +54,9 @@ function replicaSummary(t) {
 }
 
 function statusBadge(t) {
-  const ok = t.status.includes("HEALTHY") && (t.replica_states.RUNNING || 0) > 0;
-  const cls = ok ? "ok" : t.status.includes("UNHEALTHY") ? "bad" : "warn";
-  const label = ok ? "ready" : t.status.replace("DeploymentStatus.", "").toLowerCase();
+  const ok = t.status === "HEALTHY" && (t.replica_states.RUNNING || 0) > 0;
+  const cls = ok ? "ok" : ["UNHEALTHY", "DEPLOY_FAILED"].includes(t.status) ? "bad" : "warn";
+  const label = ok ? "ready" : t.status.toLowerCase();
   return el("span", { class: "state " + cls, "data-testid": "tier-status", text: label });
 }
 
