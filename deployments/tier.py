@@ -21,7 +21,8 @@ import contextlib
 import json
 import logging
 import os
-from typing import Any, AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import psutil
 from ray.llm._internal.serve.core.protocol import RawRequestInfo
@@ -124,7 +125,9 @@ def load_scaled_window(base_s: float, max_s: float, streams: Callable[[], int],
 class TierServer(LLMServer):
     """An LLMServer replica of one tier."""
 
-    async def __init__(self, llm_config, *, tier: TierConfig, tracing: TracingConfig | None = None) -> None:
+    # Serve awaits an async __init__; mypy's rule that __init__ returns None does not know that.
+    async def __init__(  # type: ignore[misc]
+            self, llm_config, *, tier: TierConfig, tracing: TracingConfig | None = None) -> None:
         self._tier = tier
         self._streams = 0
         self._window = load_scaled_window(tier.stream_coalesce_ms / 1000,
@@ -189,9 +192,15 @@ class TierServer(LLMServer):
     async def ready(self) -> bool:
         return self._ready
 
+    @property
+    def _vllm(self) -> Any:
+        """The engine as vLLM's: Ray types it as the abstract LLMEngine, which has no
+        `_engine_client` and whose `chat`/`completions` read as coroutines, not streams."""
+        return self.engine
+
     async def num_unfinished_requests(self) -> int:
         """Requests the engine still holds; lets tests prove a disconnect aborted one."""
-        return self.engine._engine_client.get_num_unfinished_requests()
+        return self._vllm._engine_client.get_num_unfinished_requests()
 
     def _engine_stream(self, call: TierCall) -> AsyncGenerator[Any, None]:
         from ray.llm._internal.serve.core.configs.openai_api_models import (
@@ -202,12 +211,12 @@ class TierServer(LLMServer):
         body = {**call.body, "model": self._tier.served_model_name, "request_id": call.request_id}
         raw = RawRequestInfo(headers={"x-request-id": call.request_id})
         if call.endpoint == "chat":
-            return self.engine.chat(ChatCompletionRequest(**body), raw)
-        return self.engine.completions(CompletionRequest(**body), raw)
+            return self._vllm.chat(ChatCompletionRequest(**body), raw)
+        return self._vllm.completions(CompletionRequest(**body), raw)
 
     def _prompt_tokens(self, call: TierCall) -> int:
         """Count prompt tokens with the engine's own tokenizer and chat template."""
-        tokenizer = self.engine._engine_client.get_tokenizer()
+        tokenizer = self._vllm._engine_client.get_tokenizer()
         if call.endpoint == "chat":
             messages = [{**m, "content": _text(m.get("content"))} for m in call.body["messages"]]
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
