@@ -6,6 +6,7 @@ without starting anything.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,9 @@ from ray.serve.llm import LLMConfig, build_llm_deployment
 from app.config.loader import load_config
 from app.config.operations import TracingConfig
 from app.config.schema import TierConfig, TierserveConfig
-from app.serve_config import OFFLINE_ENV
+from app.serve_config import OFFLINE_ENV, config_digest
+
+logger = logging.getLogger(__name__)
 
 
 class AppArgs(BaseModel):
@@ -24,6 +27,9 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     profile: str = "local-cpu"
+    # What the profile's files hashed to when serve_config.yaml was rendered: a changed config
+    # is a changed app for Serve, so `serve deploy` rolls it out (app/serve_config.py).
+    config_digest: str | None = None
 
 
 def llm_config_for(tier: TierConfig) -> LLMConfig:
@@ -37,6 +43,7 @@ def llm_config_for(tier: TierConfig) -> LLMConfig:
             "autoscaling_config": tier.autoscaling.to_serve(),
             "max_ongoing_requests": tier.max_ongoing_requests,
             "max_queued_requests": tier.max_queued_requests,
+            **tier.rollout.serve_options(),
             "ray_actor_options": {"num_cpus": res.num_cpus, "resources": res.pool_demand()},
         },
         # TierServer streams its own way (first chunk at once); no fixed batching.
@@ -71,13 +78,18 @@ def build_graph(config: TierserveConfig) -> Application:
     tiers = {t.name: build_tier(t, config.server.tracing) for t in config.tiers}
     server = config.server
     router = serve.deployment(Router, name="router", num_replicas=server.router_replicas,
-                              ray_actor_options={"num_cpus": 0}).bind(config)
+                              ray_actor_options={"num_cpus": 0},
+                              **server.rollout.serve_options()).bind(config)
     ingress = serve.deployment(Ingress, name="ingress", num_replicas=server.ingress_replicas,
                                max_ongoing_requests=server.max_in_flight * 2,
-                               ray_actor_options={"num_cpus": 0})
+                               ray_actor_options={"num_cpus": 0}, **server.rollout.serve_options())
     return ingress.bind(config, router, tiers)
 
 
 def build_app(args: dict[str, Any]) -> Application:
     """Serve's application builder: `import_path: app.graph:build_app`."""
-    return build_graph(load_config(AppArgs.model_validate(args or {}).profile))
+    app_args = AppArgs.model_validate(args or {})
+    if app_args.config_digest not in (None, digest := config_digest(app_args.profile)):
+        logger.warning("serve config was rendered from other configs/ files (digest %s) than this "
+                       "node has (%s): the node's files are deployed", app_args.config_digest, digest)
+    return build_graph(load_config(app_args.profile))

@@ -5,10 +5,13 @@ One function feeds both, so neither can drift from the profile it names.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from app.config.loader import config_dir
 from app.config.schema import TierserveConfig
 
 APP_NAME = "tierserve"
@@ -16,6 +19,21 @@ IMPORT_PATH = "app.graph:build_app"
 
 # Keep vLLM and Hugging Face from reaching for the network or usage servers.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
+def config_digest(profile: str, root: Path | None = None) -> str:
+    """A short hash of the files a profile is made of, for the app's `args`.
+
+    Serve rebuilds an application (a rolling update of its replicas) only when its import
+    path, runtime env or args change; the builder reads configs/ itself, so without this a
+    `serve deploy` after editing configs/ would change nothing. Files, not the loaded
+    config: a new schema default ships with new code, not with a config change.
+    """
+    root = root or config_dir()
+    digest = hashlib.sha256()
+    for path in (root / "routing.yaml", root / "server.yaml", root / "profiles" / f"{profile}.yaml"):
+        digest.update(path.name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def render_serve_config(config: TierserveConfig, *, offline: bool = True,
@@ -26,7 +44,7 @@ def render_serve_config(config: TierserveConfig, *, offline: bool = True,
         "name": APP_NAME,
         "route_prefix": config.server.route_prefix,
         "import_path": IMPORT_PATH,
-        "args": {"profile": config.profile},
+        "args": {"profile": config.profile, "config_digest": config_digest(config.profile)},
     }
     if env:
         app["runtime_env"] = {"env_vars": env}

@@ -9,6 +9,7 @@ from app.config import load_config
 from app.config.loader import REPO_ROOT
 from app.config.schema import POOL_SHARE, AutoscalingConfig
 from app.graph import build_app, llm_config_for
+from app.serve_config import config_digest, render_serve_config
 
 
 def test_serve_config_yaml_matches_configs():
@@ -17,7 +18,45 @@ def test_serve_config_yaml_matches_configs():
     doc = yaml.safe_load(committed)
     (app,) = doc["applications"]
     assert app["import_path"] == "app.graph:build_app"
-    assert app["args"] == {"profile": "local-cpu"}
+    assert app["args"] == {"profile": "local-cpu", "config_digest": config_digest("local-cpu")}
+
+
+def test_a_changed_config_file_is_a_changed_app_for_serve(tmp_path, monkeypatch):
+    # Serve rolls an app out again only when its args (or import path, runtime env) change.
+    import shutil
+
+    from ray.serve._private.deploy_utils import get_app_code_version
+    from ray.serve.schema import ServeApplicationSchema
+
+    def code_version() -> str:
+        (app,) = render_serve_config(load_config("local-cpu"))["applications"]
+        return get_app_code_version(ServeApplicationSchema.model_validate(app))
+
+    shutil.copytree(REPO_ROOT / "configs", tmp_path / "configs")
+    monkeypatch.setenv("TIERSERVE_CONFIG_DIR", str(tmp_path / "configs"))
+    before = code_version()
+    assert code_version() == before  # rendering is stable
+    routing = tmp_path / "configs" / "routing.yaml"
+    routing.write_text(routing.read_text() + "\n# a change an operator made\n")
+    assert code_version() != before
+
+
+def test_every_deployment_rolls_out_with_surge_and_drains_its_streams():
+    config = load_config("local-cpu")
+    deps = _deployments(build_app({"profile": "local-cpu"}))
+    rollouts = {"ingress": config.server.rollout, "router": config.server.rollout,
+                **{t.deployment_name: t.rollout for t in config.tiers}}
+    for name, rollout in rollouts.items():
+        options = deps[name]._deployment_config
+        assert options.max_surge_percent == rollout.max_surge_percent == 100, name
+        assert options.graceful_shutdown_timeout_s == rollout.drain_timeout_s, name
+        assert rollout.drain_timeout_s >= max(t.request_timeout_s for t in config.tiers)
+
+
+def test_a_digest_from_other_files_is_deployed_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="app.graph"):
+        build_app({"profile": "local-cpu", "config_digest": "0" * 16})
+    assert "other configs/ files" in caplog.text
 
 
 def test_render_check_fails_on_drift(tmp_path, capsys):

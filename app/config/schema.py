@@ -79,6 +79,26 @@ class TierResources(Strict):
         return self
 
 
+class RolloutConfig(Strict):
+    """How a redeploy (`serve deploy` of a changed config) replaces running replicas; Ray
+    Serve's own rollout options."""
+
+    # Replacements start, and become ready, before old replicas stop (Serve's
+    # max_surge_percent), so capacity never drops during a rolling update. 0 stops first:
+    # for a tier with no room (GPUs, memory) for a second engine while it rolls.
+    max_surge_percent: int = Field(100, ge=0, le=100)
+    # A stopping replica takes no new requests and is killed once its open requests
+    # (streams included) end, or after this long (Serve's graceful_shutdown_timeout_s).
+    # At least the longest request: a tier's request_timeout_s.
+    drain_timeout_s: float = Field(1800, gt=0)
+    drain_poll_s: float = Field(1, gt=0)  # how often it looks (graceful_shutdown_wait_loop_s)
+
+    def serve_options(self) -> dict[str, Any]:
+        return {"max_surge_percent": self.max_surge_percent,
+                "graceful_shutdown_timeout_s": self.drain_timeout_s,
+                "graceful_shutdown_wait_loop_s": self.drain_poll_s}
+
+
 class TierConfig(Strict):
     """One tier: a model served by autoscaled vLLM replicas."""
 
@@ -104,6 +124,7 @@ class TierConfig(Strict):
     request_timeout_s: float = Field(1800, gt=0, le=3600)
     # A stream that sends nothing for this long after its first chunk ends with an error event.
     stream_idle_timeout_s: float = Field(120, gt=0)
+    rollout: RolloutConfig = RolloutConfig()
     # A request that finds the tier with no running replica (scaled to zero) waits this much
     # longer for its first output: Serve queues it while a replica and its engine start.
     cold_start_timeout_s: float = Field(300, gt=0)
@@ -338,6 +359,7 @@ class ServerConfig(Strict):
     retry_after_s: int = Field(1, ge=1)
     ingress_replicas: int = Field(1, ge=1)
     router_replicas: int = Field(1, ge=1)
+    rollout: RolloutConfig = RolloutConfig()  # the ingress's and the router's
     log_prompts: bool = False  # debug only: prompt text in logs
     # vLLM's extensions to OpenAI's request (app/protocol/openai.py VLLM_EXTENSIONS) that
     # clients may send; others get a 400. None by default: e.g. `ignore_eos` lets one
