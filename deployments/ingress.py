@@ -385,7 +385,7 @@ class Gateway:
         if record.prompt is not None:
             line["prompt"] = record.prompt
         log.info(json.dumps(line))
-        trace, record.trace = record.trace, None
+        trace = record.trace  # kept: a non-streaming answer's headers are built after this
         if trace is not None:
             trace.end(record.status, tier, record.reason, record.attempts, record.ttft_s,
                       record.prompt_tokens, record.completion_tokens, record.served_by)

@@ -22,6 +22,7 @@ class RequestTrace:
         self.traceparent = traceparent(self.root)
         self.trace_id = trace_id(self.root)
         self._open: dict[str, Any] = {}
+        self._ended = False
 
     @classmethod
     def start(cls, tracing: Tracing, headers: Mapping[str, str], endpoint: str, path: str,
@@ -61,6 +62,10 @@ class RequestTrace:
 
     def end(self, status: int, tier: str, reason: str, attempts: int, ttft_s: float | None,
             prompt_tokens: int, completion_tokens: int, migrated_to: list[str]) -> None:
+        """End the request's span (once; later calls do nothing)."""
+        if self._ended:
+            return
+        self._ended = True
         for name in list(self._open):
             self.close(name, error="ended before it closed")
         root = self.root
