@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.config import load_config
+from app.console import engine_stats
 from app.console import status as console_status
 from app.console.api import ConsoleDeps, console_router
 from app.console.recorder import DecisionLog
@@ -59,6 +60,7 @@ def _actors(app_name: str) -> list[dict[str, Any]]:
 def make_client(tmp_path, monkeypatch):
     monkeypatch.setattr(console_status, "_serve_status", _status)
     monkeypatch.setattr(console_status, "_replica_actors", _actors)
+    monkeypatch.setattr(engine_stats, "metrics_urls", lambda: [])
     base = load_config("local-cpu")
 
     def make(mode: str = "loopback", admin: bool = True, peer: tuple[str, int] = LOOPBACK):
@@ -165,3 +167,18 @@ def test_disabled_ring_records_nothing():
     log = DecisionLog(0)
     log.add({"request_id": "x", "tier": "fast", "reason": "score", "status": 200})
     assert log.recent() == [] and log.shares()["total"] == 0
+
+
+def test_engine_gauges_per_served_model():
+    text = """# HELP ray_vllm_kv_cache_usage_perc KV-cache usage
+ray_vllm_kv_cache_usage_perc{WorkerId="a",model_name="tiny-fast"} 0.25
+ray_vllm_kv_cache_usage_perc{WorkerId="b",model_name="tiny-fast"} 0.5
+ray_vllm_num_requests_running{WorkerId="a",model_name="tiny-fast"} 3.0
+ray_vllm_num_requests_running{WorkerId="b",model_name="tiny-fast"} 1.0
+ray_vllm_num_requests_waiting{WorkerId="a",model_name="tiny-reasoning"} 2.0
+ray_vllm_num_requests_waiting_by_reason{model_name="tiny-reasoning",reason="x"} 9.0
+ray_serve_num_ongoing_requests{deployment="tier-fast"} 7.0
+"""
+    stats = engine_stats.parse([text])
+    assert stats["tiny-fast"].kv_cache_usage == 0.5 and stats["tiny-fast"].running == 4.0
+    assert stats["tiny-fast"].engines == 2 and stats["tiny-reasoning"].waiting == 2.0

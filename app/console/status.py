@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.config.schema import TierserveConfig
+from app.console import engine_stats
+from app.console.engine_stats import EngineStats
 
 log = logging.getLogger("ray.serve.tierserve.console")
 
@@ -45,6 +47,7 @@ class TierView(BaseModel):
     cost_per_1k_tokens: float
     suspended: bool = False
     node_pool: str | None = None
+    engines: EngineStats | None = None  # vLLM's gauges: running, waiting, KV-cache use
 
 
 def _serve_status(app_name: str) -> Any:
@@ -66,9 +69,13 @@ def _replica_actors(app_name: str) -> list[dict[str, Any]]:
 
 
 async def tier_views(config: TierserveConfig, app_name: str, suspended: set[str]) -> list[TierView]:
-    status, actors = await asyncio.gather(asyncio.to_thread(_serve_status, app_name),
-                                          asyncio.to_thread(_replica_actors, app_name),
-                                          return_exceptions=True)
+    status, actors, engines = await asyncio.gather(asyncio.to_thread(_serve_status, app_name),
+                                                   asyncio.to_thread(_replica_actors, app_name),
+                                                   asyncio.to_thread(engine_stats.read),
+                                                   return_exceptions=True)
+    if isinstance(engines, BaseException):
+        log.warning("console: could not read the engines' metrics: %r", engines)
+        engines = {}
     if isinstance(status, BaseException):
         log.warning("console: could not read Serve status: %r", status)
         status = None
@@ -87,6 +94,7 @@ async def tier_views(config: TierserveConfig, app_name: str, suspended: set[str]
             max_queued_requests=tier.max_queued_requests, max_model_len=tier.max_model_len,
             cost_per_1k_tokens=tier.cost_per_1k_tokens, suspended=tier.name in suspended,
             node_pool=getattr(tier.resources, "node_pool", None))
+        view.engines = engines.get(tier.served_model_name)
         dep = status.deployments.get(tier.deployment_name) if status is not None else None
         if dep is not None:
             view.status = str(getattr(dep.status, "value", dep.status))  # "HEALTHY", not the enum

@@ -76,7 +76,9 @@ function renderTiers(ov) {
       el("td", { "data-testid": "replicas", text: replicaSummary(t) }),
       el("td", { class: "mono", text: nodes }),
       el("td", { text: `${t.min_replicas}–${t.max_replicas} (target ${t.target_ongoing_requests} ongoing)` }),
-      el("td", { text: `${t.max_ongoing_requests} ongoing, ${t.max_queued_requests} queued` }),
+      el("td", { "data-testid": "engine" }, el("div", { text: t.engines ? `${t.engines.running} running, ` +
+        `${t.engines.waiting} waiting · KV ${(t.engines.kv_cache_usage * 100).toFixed(1)}%` : "–" }),
+        el("div", { class: "muted", text: `limits ${t.max_ongoing_requests} ongoing, ${t.max_queued_requests} queued` })),
       el("td", {}, el("span", { class: "state " + (t.suspended ? "warn" : "ok"), "data-testid": "routing-state",
         text: t.suspended ? "suspended" : "active" })),
       el("td", {}, button));
