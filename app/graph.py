@@ -32,12 +32,17 @@ class AppArgs(BaseModel):
     config_digest: str | None = None
 
 
-def llm_config_for(tier: TierConfig) -> LLMConfig:
+def llm_config_for(tier: TierConfig, tracing: TracingConfig | None = None) -> LLMConfig:
     res = tier.resources
     env = {**OFFLINE_ENV, **tier.env} if res.accelerator == "cpu" else dict(tier.env)
+    engine_kwargs = {**tier.engine_kwargs, "max_model_len": tier.max_model_len}
+    endpoint = tracing.resolved_endpoint() if tracing is not None and tracing.engine_spans else None
+    if endpoint:  # vLLM's own span per request (queue, prefill, decode), below the tier's span
+        engine_kwargs["otlp_traces_endpoint"] = endpoint
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
     kwargs: dict[str, Any] = dict(
         model_loading_config={"model_id": tier.served_model_name, "model_source": tier.model_source},
-        engine_kwargs={**tier.engine_kwargs, "max_model_len": tier.max_model_len},
+        engine_kwargs=engine_kwargs,
         runtime_env={"env_vars": env},
         deployment_config={
             "autoscaling_config": tier.autoscaling.to_serve(),
@@ -66,7 +71,8 @@ def build_tier(tier: TierConfig, tracing: TracingConfig | None = None) -> Applic
     from deployments.tier import TierServer
 
     return build_llm_deployment(
-        llm_config_for(tier), deployment_cls=TierServer, bind_kwargs={"tier": tier, "tracing": tracing},
+        llm_config_for(tier, tracing), deployment_cls=TierServer,
+        bind_kwargs={"tier": tier, "tracing": tracing},
         override_serve_options={"name": tier.deployment_name},
     )
 

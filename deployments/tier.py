@@ -209,7 +209,10 @@ class TierServer(LLMServer):
         )
 
         body = {**call.body, "model": self._tier.served_model_name, "request_id": call.request_id}
-        raw = RawRequestInfo(headers={"x-request-id": call.request_id})
+        headers = {"x-request-id": call.request_id}
+        if call.traceparent:  # vLLM's own span (engine tracing on) joins the request's trace
+            headers["traceparent"] = call.traceparent
+        raw = RawRequestInfo(headers=headers)
         if call.endpoint == "chat":
             return self._vllm.chat(ChatCompletionRequest(**body), raw)
         return self._vllm.completions(CompletionRequest(**body), raw)

@@ -32,6 +32,8 @@ class TracingConfig(_Strict):
     endpoint: str | None = None
     service_name: str = "tierserve"
     sample_ratio: float = Field(1.0, ge=0, le=1)  # of traces started here (a client's flag wins)
+    # vLLM's own span per request (time in queue, prefill, decode, tokens) below the tier's.
+    engine_spans: bool = True
 
     def resolved_endpoint(self) -> str | None:
         return os.environ.get(self.endpoint_env) or self.endpoint or None

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from app.protocol.internal import TierCall
-from app.telemetry.tracing import Tracing
+from app.telemetry.tracing import Tracing, traceparent
 
 Generate = Callable[[TierCall], AsyncGenerator[Any, None]]
 
@@ -25,8 +25,8 @@ def traced(tracing: Tracing, tier: str, generate: Generate) -> Generate:
             "tierserve.endpoint": call.endpoint, "tierserve.stream": bool(call.body.get("stream")),
             "process.pid": os.getpid()})
         first = True
-        try:
-            async for item in generate(call):
+        try:  # the engine's span (if it traces) hangs below this one
+            async for item in generate(call.model_copy(update={"traceparent": traceparent(span)})):
                 if first:
                     span.add_event("first_output")
                     first = False
