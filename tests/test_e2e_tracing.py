@@ -58,7 +58,13 @@ def test_auto_request_is_one_trace_ingress_router_tier(tierserve_stack):
     assert "first_output" in [e for e, _ in tier.events]
     # Each layer exported from its own replica process; times nest.
     assert root.start_ns <= by_name["router.decide"].start_ns <= tier.start_ns <= tier.end_ns <= root.end_ns
-    assert {s.service for s in spans} == {"tierserve"}
+    assert {s.service for s in spans if s.name != "llm_request"} == {"tierserve"}
+    # vLLM's own span (engine tracing, tracing.engine_spans) below the tier's: queue and TTFT.
+    engine = otlp.trace(trace_id, until=lambda got: any(s.name == "llm_request" for s in got))
+    llm = next(s for s in engine if s.name == "llm_request")
+    assert llm.parent_span_id == tier.span_id
+    assert llm.attributes["gen_ai.latency.time_in_queue"] >= 0
+    assert llm.attributes["gen_ai.usage.completion_tokens"] == root.attributes["gen_ai.usage.output_tokens"]
 
 
 def test_without_client_context_a_new_trace_is_returned(tierserve_stack):
