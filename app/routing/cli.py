@@ -27,9 +27,6 @@ def _configured_artifact(profile: str = "local-cpu") -> Path:
     return REPO_ROOT / load_config(profile).routing.learned.artifact
 
 
-DEFAULT_ARTIFACT = HAND_ARTIFACT  # kept for benchmarks/route_decision.py
-
-
 def _shares(args: argparse.Namespace, config: TierserveConfig) -> list[float]:
     """Target shares in ladder order: --target-shares, else the profile's `target_shares`,
     else (two tiers) --target-reasoning-share."""

@@ -9,8 +9,8 @@ the pipeline times each call and records what it contributed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -45,7 +45,6 @@ class Context:
     features: RequestFeatures
     unavailable: frozenset[str]
     affinity_hit: bool = False
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
