@@ -9,12 +9,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
-PACKAGES = ("app", "deployments", "loadtests", "tests")  # [tool.importlinter] root_packages
+PACKAGES = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
 
 
 def _python_only(directory: str, names: list[str]) -> list[str]:
