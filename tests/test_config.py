@@ -91,16 +91,30 @@ def test_models_dir_env_relocates_local_models(monkeypatch, tmp_path: Path):
 
 
 def test_ray_serve_runtime_env_follows_the_switches():
-    from app.config.schema import RayServeRuntime
+    from app.config.schema import SERVE_HTTP_MIDDLEWARES, RayServeRuntime
 
     on = RayServeRuntime().env(9101, 8404)
     assert on["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and on["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert on["RAY_SERVE_HAPROXY_METRICS_PORT"] == "9101"
     assert on["RAY_SERVE_HAPROXY_STATS_PORT"] == "8404"
     assert on["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == "1"
+    assert on["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"] == "1800"  # open streams outlive a reload
     off = RayServeRuntime(throughput_optimized=False, haproxy=False).env(9101, 8404)
     assert off == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0",
-                   "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1", "RAY_worker_niceness": "0"}
+                   "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1", "RAY_worker_niceness": "0",
+                   "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": SERVE_HTTP_MIDDLEWARES}
+
+
+def test_serve_loads_the_request_id_bound_from_the_callback_path():
+    # Ray Serve's own loader and check, as its HTTP servers run them at start.
+    from ray.serve._private.http_util import validate_http_proxy_callback_return
+    from ray.serve._private.utils import call_function_from_import_path
+
+    from app.config.schema import SERVE_HTTP_MIDDLEWARES
+    from app.http.request_id import RequestIdMiddleware
+
+    middlewares = validate_http_proxy_callback_return(call_function_from_import_path(SERVE_HTTP_MIDDLEWARES))
+    assert [m.cls for m in middlewares] == [RequestIdMiddleware]
 
 
 def test_coalesce_cap_below_base_is_rejected():

@@ -45,6 +45,11 @@ def test_headers_a_client_should_not_send_are_not_5xx(tierserve_stack) -> None:
     assert resp.status_code < 500
     resp = _post(tierserve_stack, json=CHAT, headers={"x-request-id": "r" * 5000})
     assert resp.status_code == 200
+    # Replaced before Serve's middleware echoes and logs it: one fresh id comes back.
+    echoed = resp.headers.get_list("x-request-id")
+    assert len(echoed) == 1 and len(echoed[0]) == 32 and echoed[0] != "r" * 32, echoed
+    resp = _post(tierserve_stack, json=CHAT, headers={"x-request-id": "client-id-42"})
+    assert resp.headers.get_list("x-request-id") == ["client-id-42"]  # a sane id is echoed
 
 
 def test_a_request_without_max_tokens_gets_the_server_default(tierserve_stack, openai_client) -> None:

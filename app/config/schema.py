@@ -303,6 +303,10 @@ class RayServeRuntime(Strict):
     # Niceness of Ray's worker processes (replicas and their vLLM engines); Ray's
     # default 15 lets any nice-0 process on the node take the engine's core first.
     worker_niceness: int = Field(0, ge=0, le=19)
+    # HAProxy reloads whenever the ingress replicas change (a redeploy, a replica's death or
+    # restart); the old process keeps its open connections this long, then drops them
+    # (Ray's default 120 s would cut longer streams). At least rollout.drain_timeout_s.
+    haproxy_drain_s: int = Field(1800, ge=1)
 
     def env(self, haproxy_metrics_port: int | None = None,
             haproxy_stats_port: int | None = None) -> dict[str, str]:
@@ -313,6 +317,8 @@ class RayServeRuntime(Strict):
                # Serve's HTTP servers (proxy, direct ingress) bound a client's x-request-id
                # before Serve's own middleware logs and echoes it (app/http/request_id.py).
                "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": SERVE_HTTP_MIDDLEWARES}
+        if self.haproxy:
+            env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"] = str(self.haproxy_drain_s)
         if self.haproxy and haproxy_metrics_port is not None:
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(haproxy_metrics_port)
         if self.haproxy and haproxy_stats_port is not None:
