@@ -9,6 +9,7 @@ The last message's text (or the prompt) may hold one command:
     fault:die_after:<n>:<marker>      stream n chunks, then exit the replica (once per marker)
     fault:hang_after:<n>              stream n chunks, then send nothing, ever
     fault:slow_whole:<seconds>        answer a non-streaming request after <seconds>
+    fault:pace:<seconds>              stream one chunk every <seconds> (long-lived streams)
 
 Each fault also has a real-vLLM run elsewhere in the suite (e.g. the killed replica in
 tests/test_e2e_routing.py); these keep the fault paths fast and deterministic.
@@ -25,6 +26,7 @@ from app.config.schema import TierserveConfig
 
 APP_NAME = "faults"
 ROUTE_PREFIX = "/faults"
+deployed: TierserveConfig | None = None  # the config the fault app runs now (this process deployed it)
 
 
 def fault_config(base: TierserveConfig, redis_url: str) -> TierserveConfig:
@@ -35,12 +37,17 @@ def fault_config(base: TierserveConfig, redis_url: str) -> TierserveConfig:
     data["routing"]["affinity"]["store_url"] = redis_url
     # Short answers: the fuzz may ask for any max_tokens, and the fake streams every one.
     data["server"].update(max_tokens_limit=64, default_max_tokens=16)
+    # Drains bounded to seconds: a hung fake stream must not hold a redeploy or teardown.
+    data["server"]["rollout"].update(drain_timeout_s=30, drain_poll_s=0.5)
     for tier in data["tiers"]:
         tier.update(stream_idle_timeout_s=2, request_timeout_s=60)
+        tier["rollout"].update(drain_timeout_s=30, drain_poll_s=0.5)
     return TierserveConfig.model_validate(data)
 
 
 def deploy_fault_app(config: TierserveConfig) -> None:
+    """Deploy, or redeploy (a rolling update of every deployment), the fault app."""
+    global deployed
     from ray import serve
 
     from deployments.ingress import Ingress
@@ -84,7 +91,7 @@ def deploy_fault_app(config: TierserveConfig) -> None:
 
             if kind == "die_before_first" and once(fault[1]):
                 os._exit(1)
-            n = int(body.get("max_tokens") or 8)
+            n = int(body.get("max_tokens") or call.default_max_tokens or 8)
             # A migrated stream continues its partial answer's numbering, as greedy decoding would.
             start = len(words) if body.get("continue_final_message") else 0
             rid = f"cmpl-{call.request_id}"
@@ -103,6 +110,8 @@ def deploy_fault_app(config: TierserveConfig) -> None:
                     os._exit(1)
                 if kind == "hang_after" and i == int(fault[1]):
                     await asyncio.sleep(3600)
+                if kind == "pace":
+                    await asyncio.sleep(float(fault[1]))
                 last = i == n - 1
                 chunk = {"id": rid, "object": "chat.completion.chunk", "model": self._tier,
                          "choices": [{"index": 0, "delta": {"content": f"w{start + i} "},
@@ -115,13 +124,17 @@ def deploy_fault_app(config: TierserveConfig) -> None:
                                "total_tokens": 3 + start + n}}
             yield [f"data: {_compact(usage)}\n\n", "data: [DONE]\n\n"]
 
+    # The shipped rollout options (app/graph.py), so a redeploy here rolls out as Tierserve's does.
     opts = {"ray_actor_options": {"num_cpus": 0}}
+    front = {**opts, **config.server.rollout.serve_options()}
     tiers = {t.name: serve.deployment(FakeTier, name=t.deployment_name, num_replicas=2,
-                                      max_ongoing_requests=64, **opts).bind(t.name)
+                                      max_ongoing_requests=64, **opts,
+                                      **t.rollout.serve_options()).bind(t.name)
              for t in config.tiers}
-    router = serve.deployment(Router, name="router", **opts).bind(config)
-    ingress = serve.deployment(Ingress, name="ingress", max_ongoing_requests=256, **opts)
+    router = serve.deployment(Router, name="router", **front).bind(config)
+    ingress = serve.deployment(Ingress, name="ingress", max_ongoing_requests=256, **front)
     serve.run(ingress.bind(config, router, tiers), name=APP_NAME, route_prefix=ROUTE_PREFIX)
+    deployed = config
 
 
 class SilentRedis:

@@ -89,3 +89,63 @@ def test_a_migrated_stream_counts_usage_as_the_client_received_it(faults, tmp_pa
 def test_a_full_stream_after_faults_still_answers(faults):
     resp = _chat(faults, "Hello", stream=True, max_tokens=4)
     assert resp.status_code == 200 and sse_events(resp.content)[-1] == "[DONE]"
+
+
+def test_a_redeploy_under_load_fails_no_request_and_cuts_no_stream(faults):
+    """A changed config rolled out while streams flow: every deployment (ingress, router,
+    tiers) is replaced, with surge, and old replicas drain their open streams."""
+    import threading
+    import time
+
+    import tests.fault_app as fault_app
+
+    before = fault_app.deployed
+    assert before is not None
+    data = before.model_dump()
+    data["server"]["default_max_tokens"] = 12  # visible in every answer that omits max_tokens
+    changed = type(before).model_validate(data)
+    results: list[tuple[float, float, int, bytes]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        body = {"model": "auto", "stream": True,
+                "messages": [{"role": "user", "content": "Hello fault:pace:0.05"}]}
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                start = time.monotonic()
+                try:
+                    with http.stream("POST", f"{faults}/v1/chat/completions", json=body) as resp:
+                        status, raw = resp.status_code, resp.read()
+                except httpx.HTTPError as exc:  # a dropped connection is a failure too
+                    status, raw = -1, repr(exc).encode()
+                results.append((start, time.monotonic(), status, raw))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        deploy_start = time.monotonic()
+        fault_app.deploy_fault_app(changed)
+        deploy_end = time.monotonic()
+        time.sleep(3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    try:
+        failed = [(status, raw[-300:]) for _, _, status, raw in results if status != 200]
+        assert not failed, failed
+        lengths = []
+        for _, _, _, raw in results:
+            events = sse_events(raw)
+            assert events[-1] == "[DONE]" and not any("error" in e for e in events if isinstance(e, dict))
+            words = sse_text(events).split()
+            assert words == [f"w{i}" for i in range(len(words))]  # whole, in order
+            lengths.append(len(words))
+        assert set(lengths) <= {16, 12}
+        assert lengths[-1] == 12  # the new config serves now
+        across = [r for r in results if r[0] < deploy_start + 1 and r[1] > deploy_start + 1]
+        assert across and len(results) >= 20, (len(across), len(results), deploy_end - deploy_start)
+    finally:
+        fault_app.deploy_fault_app(before)
