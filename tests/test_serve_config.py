@@ -51,6 +51,7 @@ def test_every_deployment_rolls_out_with_surge_and_drains_its_streams():
         assert options.max_surge_percent == rollout.max_surge_percent == 100, name
         assert options.graceful_shutdown_timeout_s == rollout.drain_timeout_s, name
         assert rollout.drain_timeout_s >= max(t.request_timeout_s for t in config.tiers)
+    assert config.server.ray_serve.haproxy_drain_s >= config.server.rollout.drain_timeout_s
 
 
 def test_a_digest_from_other_files_is_deployed_with_a_warning(caplog):
