@@ -87,3 +87,7 @@ def test_one_request_forms_one_tree(receiver, monkeypatch):
     assert root.attributes["gen_ai.usage.output_tokens"] == 2
     assert [e for e, _ in root.events] == ["first_token"]
     assert [e for e, _ in by_name["tier.generate"].events] == ["first_output"]
+    trace.end(500, "fast", "x", 2, None, 0, 0, [])  # a second end changes nothing
+    tracing_mod._providers[next(iter(tracing_mod._providers))].force_flush()
+    again = receiver.trace(CLIENT_TRACE)
+    assert len(again) == len(spans) and root.attributes["http.response.status_code"] == 200

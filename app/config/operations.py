@@ -32,6 +32,9 @@ class TracingConfig(_Strict):
     endpoint: str | None = None
     service_name: str = "tierserve"
     sample_ratio: float = Field(1.0, ge=0, le=1)  # of traces started here (a client's flag wins)
+    # The console links each decision's trace here, e.g. Jaeger's http://jaeger:16686/trace/{trace_id}
+    # or Grafana's explore URL for Tempo; {trace_id} is replaced.
+    trace_url: str | None = None
     # vLLM's own span per request (time in queue, prefill, decode, tokens) below the tier's.
     engine_spans: bool = True
 

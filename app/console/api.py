@@ -67,6 +67,7 @@ class Overview(BaseModel):
     admin_key_required: bool
     log_prompts: bool
     tracing: bool
+    trace_url: str | None = None
     tiers: list[TierView]
     suspended: list[str]
     routing: dict[str, Any]
@@ -134,7 +135,8 @@ def console_router(deps: ConsoleDeps) -> APIRouter:
         return Overview(profile=deps.config.profile, at=time.time(),
                         admin_key_required=deps.admins.enabled,
                         log_prompts=deps.config.server.log_prompts,
-                        tracing=deps.tracing_endpoint is not None, tiers=tiers, suspended=paused,
+                        tracing=deps.tracing_endpoint is not None,
+                        trace_url=deps.config.server.tracing.trace_url, tiers=tiers, suspended=paused,
                         routing=_routing_config(deps.config), live=deps.decisions.shares())
 
     @api.get("/decisions", response_model=list[DecisionRecord], summary="Recent routing decisions")

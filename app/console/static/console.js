@@ -139,6 +139,17 @@ function detailsCell(d) {
   return cell;
 }
 
+function traceCell(traceId) {
+  const cell = el("td", { class: "mono", title: traceId || "" });
+  if (!traceId) { cell.textContent = "–"; return cell; }
+  const label = traceId.slice(0, 12) + "…";
+  if (state.traceUrl) {
+    cell.append(el("a", { href: state.traceUrl.replace("{trace_id}", traceId), target: "_blank", rel: "noopener",
+      text: label }));
+  } else cell.textContent = label;
+  return cell;
+}
+
 function renderDecisions(list) {
   $("#decisions tbody").replaceChildren(...list.map((d) => el("tr", { "data-request-id": d.request_id },
     el("td", { text: new Date(d.at * 1000).toLocaleTimeString() }),
@@ -150,7 +161,7 @@ function renderDecisions(list) {
     el("td", { text: fmt(d.ttft_ms, 1) }),
     el("td", { text: `${d.prompt_tokens} / ${d.completion_tokens}` }),
     el("td", { text: d.status }),
-    el("td", { class: "mono", title: d.trace_id || "", text: d.trace_id ? d.trace_id.slice(0, 12) + "…" : "–" }))));
+    traceCell(d.trace_id))));
 }
 
 // -- teams ------------------------------------------------------------------------------
@@ -184,6 +195,7 @@ async function refresh() {
     showAuthError(null);
     $("#profile").textContent = `profile ${ov.profile}`;
     $("#conn").textContent = `connected ${new Date().toLocaleTimeString()}`;
+    state.traceUrl = ov.trace_url;
     renderTiers(ov);
     renderRouting(ov);
     renderDecisions(decisions);
