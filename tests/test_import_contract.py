@@ -8,13 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tomllib
 from pathlib import Path
 
+import importlinter
 import pytest
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
+LIBS = str(Path(importlinter.__file__).resolve().parents[1])  # the site-packages that has it
 PACKAGES = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
 
 
@@ -33,7 +34,7 @@ def _copy_tree(dst: Path) -> Path:
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     # `-S`: no .pth files, so the editable install of this checkout cannot add its own `app/`
     # to the namespace package; the copy and the venv's libraries are all the path there is.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), sysconfig.get_paths()["purelib"]])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), LIBS])}
     main = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
     return subprocess.run([sys.executable, "-S", "-c", main, "--no-cache", "--no-logo"], cwd=root,
                           env=env, capture_output=True, text=True, timeout=300)
