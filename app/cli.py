@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from app.config.loader import REPO_ROOT, ConfigError, list_profiles, load_config
-from app.local_cluster import StackError
+from app.local_cluster import LocalStack, StackError
 from app.serve_config import dump_serve_config, profile_of, render_serve_config
 
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
@@ -69,7 +69,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack = lc.LocalStack(serve_port=args.port)
     config = load_config(profile_of(Path(args.config).read_text()))
     started = time.monotonic()
-    token = lc.start_ray(stack, config.server.ray_serve)
+    # One node holds the whole graph: it advertises every node pool the profile names.
+    token = lc.start_ray(stack, config.server.ray_serve, resources={p: 1 for p in config.node_pools()})
     lc.serve_deploy(stack, Path(args.config))
     try:
         state = lc.wait_ready(stack.base_url, args.timeout)
@@ -108,8 +109,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         ready = lc.wait_ready(stack.base_url, timeout_s=5)
     except StackError as exc:
         ready = {"ready": False, "error": str(exc)}
-    print(json.dumps({"url": stack.base_url, **ready, "memory": lc.stack_memory_mb(stack)}, indent=2))
+    print(json.dumps({"url": stack.base_url, **ready, "replicas": _replicas(stack),
+                      "memory": lc.stack_memory_mb(stack)}, indent=2))
     return 0 if ready.get("ready") else 1
+
+
+def _replicas(stack: LocalStack) -> dict[str, list[dict[str, str | None]]] | str:
+    """Each tier's replicas with node pool, node and state; a reason when unreadable."""
+    from app.serve_config import APP_NAME
+    from app.tier_replicas import replicas_by_tier, tier_replicas
+
+    try:
+        cfg = Path(stack.temp_dir) / "serve_config.yaml"
+        profile = profile_of((cfg if cfg.exists() else SERVE_CONFIG).read_text())
+        return replicas_by_tier(tier_replicas(stack.dashboard_url, load_config(profile), APP_NAME))
+    except Exception as exc:  # no cluster, or its dashboard is not answering
+        return f"unavailable: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -163,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_down)
 
     # Plain imports (not __import__), so the import contract in pyproject.toml sees them.
+    from app.cluster_cli import add_cluster_commands
     from app.k8s.cli import add_k8s_commands
     from app.keytools.cli import add_keys_commands
     from app.routing.cli import add_routing_commands
@@ -172,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_k8s_commands(sub)
     add_loadtest_commands(sub)
     add_keys_commands(sub)
+    add_cluster_commands(sub)
     return parser
 
 

@@ -16,7 +16,7 @@ from ray.serve.llm import LLMConfig, build_llm_deployment
 
 from app.config.loader import load_config
 from app.config.operations import TracingConfig
-from app.config.schema import TierConfig, TierserveConfig
+from app.config.schema import TierConfig, TierserveConfig, pool_demand
 from app.serve_config import OFFLINE_ENV, config_digest
 
 logger = logging.getLogger(__name__)
@@ -83,12 +83,14 @@ def build_graph(config: TierserveConfig) -> Application:
 
     tiers = {t.name: build_tier(t, config.server.tracing) for t in config.tiers}
     server = config.server
+    # The control plane's own pool (if the profile names one): never on a model node.
+    system = {"num_cpus": 0, "resources": pool_demand(server.node_pool)}
     router = serve.deployment(Router, name="router", num_replicas=server.router_replicas,
-                              ray_actor_options={"num_cpus": 0},
+                              ray_actor_options=system,
                               **server.rollout.serve_options()).bind(config)
     ingress = serve.deployment(Ingress, name="ingress", num_replicas=server.ingress_replicas,
                                max_ongoing_requests=server.max_in_flight * 2,
-                               ray_actor_options={"num_cpus": 0}, **server.rollout.serve_options())
+                               ray_actor_options=system, **server.rollout.serve_options())
     return ingress.bind(config, router, tiers)
 
 

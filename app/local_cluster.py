@@ -156,8 +156,11 @@ def _port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_ray(stack: LocalStack, runtime: RayServeRuntime) -> Path | None:
-    """Start the head node; returns the auth token's path (None when token auth is off)."""
+def start_ray(stack: LocalStack, runtime: RayServeRuntime, *, resources: dict[str, float] | None = None,
+              object_store_bytes: int | None = None, loopback: bool = False) -> Path | None:
+    """Start the head node; returns the auth token's path (None when token auth is off).
+    `resources`: custom resources it advertises (node pools), none by default; `loopback`:
+    the node's address is 127.0.0.1 (a multi-node cluster on this machine)."""
     busy = [p for p in (stack.gcs_port, stack.dashboard_port, stack.serve_port) if _port_in_use(p)]
     if busy:
         raise StackError(f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use: "
@@ -168,9 +171,42 @@ def start_ray(stack: LocalStack, runtime: RayServeRuntime) -> Path | None:
         [_bin("ray"), "start", "--head", f"--port={stack.gcs_port}",
          f"--num-cpus={stack.num_cpus}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={stack.dashboard_port}", f"--metrics-export-port={stack.metrics_port}",
-         f"--temp-dir={stack.temp_dir}", "--disable-usage-stats"],
+         f"--temp-dir={stack.temp_dir}", "--disable-usage-stats",
+         *(["--node-ip-address=127.0.0.1"] if loopback else []),
+         *node_options(resources, object_store_bytes)],
         env, "ray start")
     return token
+
+
+def node_options(resources: dict[str, float] | None, object_store_bytes: int | None) -> list[str]:
+    """`ray start` options for a node's custom resources and object store size."""
+    options = [f"--resources={json.dumps(resources)}"] if resources else []
+    if object_store_bytes:
+        options.append(f"--object-store-memory={object_store_bytes}")
+    return options
+
+
+def raylets(stack: LocalStack) -> list:
+    """The raylet (one per Ray node) of each node of the stack."""
+    return [p for p in stack_processes(stack) if p.name() == "raylet"]
+
+
+def start_worker(stack: LocalStack, runtime: RayServeRuntime, *, num_cpus: int,
+                 resources: dict[str, float], object_store_bytes: int | None = None):
+    """Join one more Ray node to the stack's head on this machine, all on loopback, with its
+    own free ports; returns its raylet (psutil.Process), whose PID stops or kills the node."""
+    before = {p.pid for p in raylets(stack)}
+    run_ray_cli(
+        [_bin("ray"), "start", f"--address=127.0.0.1:{stack.gcs_port}", "--node-ip-address=127.0.0.1",
+         f"--num-cpus={num_cpus}", f"--metrics-export-port={free_port()}",
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", "--disable-usage-stats",
+         *node_options(resources, object_store_bytes)],
+        ray_node_env(stack, runtime), "ray start (worker node)")
+    new = [p for p in raylets(stack) if p.pid not in before]
+    if len(new) != 1:
+        raise StackError(f"expected one new raylet after `ray start --address`, found {len(new)}")
+    return new[0]
 
 
 def serve_deploy(stack: LocalStack, config_file: Path) -> None:
@@ -213,7 +249,7 @@ def start_private_stack(profile: str, temp_dir: str) -> LocalStack:
     cfg_file = Path(temp_dir) / "serve_config.yaml"
     cfg_file.write_text(yaml.safe_dump(render_serve_config(config, http_port=stack.serve_port),
                                        sort_keys=False))
-    start_ray(stack, config.server.ray_serve)
+    start_ray(stack, config.server.ray_serve, resources={p: 1 for p in config.node_pools()})
     serve_deploy(stack, cfg_file)
     wait_ready(stack.base_url, 900)
     return stack

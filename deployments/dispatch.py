@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -110,13 +110,17 @@ def _retrieve(task: asyncio.Future) -> None:
 class Dispatcher:
     def __init__(self, tiers: dict[str, DeploymentHandle], router: DeploymentHandle,
                  fallback: FallbackConfig, metrics: IngressMetrics, retry_after_s: int,
-                 tier_configs: list[TierConfig] | None = None) -> None:
+                 tier_configs: list[TierConfig] | None = None,
+                 cold: Callable[[str], bool] | None = None) -> None:
+        """`cold(tier)`: whether the tier has no running replica (deployments/elastic.py)."""
         self._tiers = tiers
         self._router = router
         self._fallback = fallback
         self._metrics = metrics
         self._retry_after_s = retry_after_s
         self._total_timeout = {t.name: t.request_timeout_s for t in tier_configs or []}
+        self._cold = cold
+        self._cold_start = {t.name: t.cold_start_timeout_s for t in tier_configs or []}
         self.deaths = ReplicaDeaths()
 
     def first_output_timeout(self, tier: str, call: TierCall) -> float:
@@ -150,6 +154,11 @@ class Dispatcher:
             timeout = self.first_output_timeout(tier, call)
             if (retried_same_tier and tier == decision.tier) or tier in self.deaths.suspect:
                 timeout = min(timeout, self._fallback.replica_retry_timeout_s)
+            if self._cold is not None and self._cold(tier) and (
+                    attempt == len(plan) or tier not in self.deaths.suspect):
+                # Serve queues the call while a replica starts (scale from zero, or a lost
+                # node's replica rescheduled); a suspect tier waits only when it is the last hope.
+                timeout += self._cold_start.get(tier, 0)
             death = self.deaths.event(tier)
             gen = self._tiers[tier].generate.options(stream=True).remote(call)
             try:

@@ -38,6 +38,7 @@ from app.routing.features import estimate_tokens
 from app.telemetry.request import RequestTrace
 from app.telemetry.tracing import setup as setup_tracing
 from deployments.dispatch import Dispatcher, Opened
+from deployments.elastic import RunningReplicas, avoid_suspended
 from deployments.relay import StreamRelay
 from deployments.metrics import IngressMetrics, reason_kind
 
@@ -129,8 +130,9 @@ class Gateway:
         self.admins = AdminKeys.from_env(keys.admin_keys_env, keys.admin_key_file_env)
         self._finishing: set[asyncio.Task] = set()
         self._rank = {t.name: i for i, t in enumerate(config.tiers)}
+        self.running = RunningReplicas(config, _app_name(), config.routing.fallback.health_poll_s)
         self.dispatcher = Dispatcher(tiers, router, config.routing.fallback, self.metrics,
-                                     config.server.retry_after_s, config.tiers)
+                                     config.server.retry_after_s, config.tiers, cold=self.running.cold)
         self._ready = False
         console = config.server.console
         self.decisions = DecisionLog(console.recent_decisions if console.mode != "off" else 0)
@@ -212,10 +214,18 @@ class Gateway:
             return await asyncio.wait_for(self.router.route.remote(route_req), budget_s)
         except asyncio.TimeoutError:  # a slow router must not stall the request
             log.warning("router slower than its %.0f ms budget; using the default tier", budget_s * 1000)
-            return RouteDecision(tier=self.config.routing.default_tier, reason="router_timeout")
+            return self._default_decision("router_timeout")
         except Exception as exc:  # never lose a request because the router is down
             log.warning("router unavailable (%r); using the default tier", exc)
-            return RouteDecision(tier=self.config.routing.default_tier, reason="router_unavailable")
+            return self._default_decision("router_unavailable")
+
+    def _default_decision(self, reason: str) -> RouteDecision:
+        """The default tier when the router cannot answer, with the other tiers as fallbacks
+        (cheapest first), so a tier lost with the router does not fail the request."""
+        default = self.config.routing.default_tier
+        others = [t.name for t in sorted(self.config.tiers, key=lambda t: t.cost_per_1k_tokens)
+                  if t.name != default]
+        return RouteDecision(tier=default, reason=reason, fallbacks=others)
 
     # -- the request -------------------------------------------------------------
     async def generate(self, request: Request, endpoint: str) -> Response:
@@ -238,8 +248,9 @@ class Gateway:
         if self.config.server.log_prompts:
             record.prompt = parsed.prompt_text()
         try:
-            decision = self.within_key(
-                await self.decide(parsed, endpoint, record, request, principal.may_pin), principal)
+            decision = avoid_suspended(self.within_key(
+                await self.decide(parsed, endpoint, record, request, principal.may_pin), principal),
+                self.config)
             record.tier, record.reason, record.decision = decision.tier, decision.reason, decision
             if record.trace:
                 record.trace.close("ingress.route", {"tierserve.tier": decision.tier,
@@ -402,18 +413,31 @@ class Gateway:
         return ModelList(data=cards)
 
     async def ready(self) -> tuple[bool, dict[str, str]]:
-        """Ready once every tier with min_replicas >= 1 has answered its warm-up."""
+        """Ready when every tier can serve: each tier with min_replicas >= 1 has answered its
+        warm-up; one scaled to zero cold-starts on demand; a suspended one is not expected."""
         states: dict[str, str] = {}
         for tier in self.config.tiers:
+            if tier.autoscaling.suspended:
+                states[tier.name] = "suspended"
+                continue
             if tier.autoscaling.min_replicas < 1:
-                states[tier.name] = "scale-to-zero"
+                # Can serve either way: at zero replicas a request waits for a cold start.
+                states[tier.name] = "scale-to-zero" if self.running.cold(tier.name) else "ready"
                 continue
             try:
                 ok = await asyncio.wait_for(self.tiers[tier.name].ready.remote(), timeout=2)
                 states[tier.name] = "ready" if ok else "warming"
             except Exception as exc:
                 states[tier.name] = f"unavailable: {type(exc).__name__}"
-        return all(s in ("ready", "scale-to-zero") for s in states.values()), states
+        return all(s in ("ready", "scale-to-zero", "suspended") for s in states.values()), states
+
+
+def _app_name() -> str:
+    """This replica's Serve application (the name tests and benchmarks deploy under)."""
+    try:
+        return serve.get_replica_context().app_name
+    except Exception:  # built outside a replica (unit tests)
+        return "tierserve"
 
 
 def engine_error(out: TierError) -> OpenAIError:

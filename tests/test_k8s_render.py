@@ -215,8 +215,11 @@ def test_consistency_catches_a_pool_on_the_wrong_group(default: Rendered) -> Non
     rs = _one(objects, "RayService")
     workers = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     workers["tier-fast"]["rayStartParams"].pop("resources")
+    rs["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["resources"] = \
+        workers["system"]["rayStartParams"]["resources"]
     workers["system"]["rayStartParams"]["resources"] = workers["tier-reasoning"]["rayStartParams"]["resources"]
     errors = "\n".join(consistency.check_pools(rs, default.config))
+    assert "server.node_pool pool_system (ingress and router) is advertised by ['head']" in errors
     assert "worker group tier-fast does not advertise pool_fast" in errors
     assert "pool_reasoning is also advertised by ['system']" in errors
 

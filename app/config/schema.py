@@ -17,6 +17,15 @@ TierName = str
 POOL_SHARE = 0.001
 
 
+def pool_demand(pool: str | None) -> dict[str, float]:
+    """The custom resource one bundle asks of its node pool: a token share, so the pool marks
+    the node without limiting how many replicas fit (CPUs and GPUs do that)."""
+    return {pool: POOL_SHARE} if pool else {}
+
+
+NODE_POOL_PATTERN = r"^pool_[a-z0-9_]{1,40}$"
+
+
 class Strict(BaseModel):
     """Base for config models: typos in YAML are errors, not silently ignored."""
 
@@ -63,12 +72,10 @@ class TierResources(Strict):
     cpu_cores: list[int] | None = None
     # Ray custom resource of the node pool the tier runs on (a KubeRay worker group, a
     # `tierserve cluster up` worker node): its replicas and their engines land only there.
-    node_pool: str | None = Field(None, pattern=r"^pool_[a-z0-9_]{1,40}$")
+    node_pool: str | None = Field(None, pattern=NODE_POOL_PATTERN)
 
     def pool_demand(self) -> dict[str, float]:
-        """The custom resource one bundle asks for: a token share, so the pool marks the
-        node without limiting how many replicas fit (CPUs and GPUs do that)."""
-        return {self.node_pool: POOL_SHARE} if self.node_pool else {}
+        return pool_demand(self.node_pool)
 
     @model_validator(mode="after")
     def _gpu_matches(self) -> "TierResources":
@@ -365,6 +372,9 @@ class ServerConfig(Strict):
     retry_after_s: int = Field(1, ge=1)
     ingress_replicas: int = Field(1, ge=1)
     router_replicas: int = Field(1, ge=1)
+    # Node pool of the ingress and router replicas (the head of `tierserve cluster up`, the
+    # system worker group on KubeRay), so losing a model node never takes them with it.
+    node_pool: str | None = Field(None, pattern=NODE_POOL_PATTERN)
     rollout: RolloutConfig = RolloutConfig()  # the ingress's and the router's
     log_prompts: bool = False  # debug only: prompt text in logs
     # vLLM's extensions to OpenAI's request (app/protocol/openai.py VLLM_EXTENSIONS) that
@@ -433,6 +443,12 @@ class TierserveConfig(Strict):
             if t.name == name:
                 return t
         raise KeyError(name)
+
+    def node_pools(self) -> list[str]:
+        """Every node pool the profile names (the system pool first, then the tiers'), once:
+        what a single-node cluster advertises so the whole graph fits on it."""
+        pools = [self.server.node_pool, *(t.resources.node_pool for t in self.tiers)]
+        return list(dict.fromkeys(p for p in pools if p))
 
     def tier_for_model(self, model: str) -> TierConfig | None:
         """The tier a client's `model` names, by tier name or served model name."""

@@ -135,6 +135,12 @@ def check_pools(rs: dict[str, Any], config: TierserveConfig) -> list[str]:
     advertised = {name: parse_resources_param((spec.get("rayStartParams") or {}).get("resources", ""))
                   for name, spec, _ in _pod_groups(rs)}
     errors = []
+    system_pool = config.server.node_pool
+    if system_pool:
+        holders = sorted(n for n, res in advertised.items() if res.get(system_pool, 0) > 0)
+        if holders != ["system"]:
+            errors.append(f"server.node_pool {system_pool} (ingress and router) is advertised by "
+                          f"{holders or 'no group'}; it belongs to the system group alone")
     for tier in config.tiers:
         pool, group = tier.resources.node_pool, f"tier-{tier.name}"
         if not pool:

@@ -236,7 +236,9 @@ def generated_values(config: TierserveConfig, values: dict[str, Any]) -> tuple[d
     keys = config.server.keys
     keys_env = {"database": keys.db_url_env, "adminKeys": keys.admin_keys_env,
                 "redis": keys.counters_url_env}
+    system_pool = config.server.node_pool
     return {"profile": config.profile, "serveConfigV2": serve_yaml,
+            "systemPoolResources": pool_resources_param({system_pool: 1}) if system_pool else "",
             "apiKeysEnv": config.server.api_keys_env, "rayServeEnv": ray_serve_env,
             "keysEnv": keys_env, "tiers": plans}, warnings
 
