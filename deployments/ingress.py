@@ -474,9 +474,11 @@ def create_http_app(gateway: Gateway) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(admin_router(gateway.store, gateway.admins, gateway.config.routing.strong_tier))
+    # The tiers' application (a test may bind another app's tiers to its own ingress).
+    tiers_app = next((h.app_name for h in gateway.tiers.values()), None) or _app_name()
     app.include_router(console_router(ConsoleDeps(
         gateway.config, gateway.admins, gateway.store, gateway.decisions, gateway.router,
-        _app_name(), gateway.config.server.tracing.resolved_endpoint())))
+        tiers_app, gateway.config.server.tracing.resolved_endpoint())))
 
     @app.post("/v1/chat/completions", **generation_route(ChatCompletionRequest))
     async def chat(request: Request) -> Response:

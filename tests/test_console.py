@@ -46,7 +46,10 @@ class FakeRouter:
 
 
 def _status(app_name: str) -> Any:
-    deps = {"tier-fast": SimpleNamespace(status="HEALTHY", message="", replica_states={"RUNNING": 2}),
+    from ray.serve._private.common import DeploymentStatus, ReplicaState
+
+    deps = {"tier-fast": SimpleNamespace(status=DeploymentStatus.HEALTHY, message="",
+                                         replica_states={ReplicaState.RUNNING: 2}),
             "tier-reasoning": SimpleNamespace(status="UPDATING", message="", replica_states={"STARTING": 1})}
     return SimpleNamespace(deployments=deps)
 
@@ -122,6 +125,7 @@ def test_overview_shows_tiers_replicas_per_node_and_suspend(make_client):
     ov = env.client.get("/console/api/overview", headers=auth()).json()
     fast, reasoning = ov["tiers"]
     assert fast["replica_states"] == {"RUNNING": 2} and fast["nodes"] == {"10.0.0.1": 1, "10.0.0.2": 1}
+    assert fast["status"] == "HEALTHY"  # Serve's value, not the enum's name
     assert reasoning["status"] == "UPDATING" and reasoning["replicas"] == []
     assert fast["served_model_name"] and fast["min_replicas"] <= fast["max_replicas"]
     r = env.client.post("/console/api/tiers/reasoning/suspend", headers=auth())

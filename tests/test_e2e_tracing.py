@@ -23,6 +23,9 @@ def _complete(spans) -> bool:
 
 def test_auto_request_is_one_trace_ingress_router_tier(tierserve_stack):
     otlp = tierserve_stack.otlp
+    # The session's first routed request may outlast the decision budget (router_timeout).
+    httpx.post(f"{tierserve_stack.base_url}/v1/chat/completions", timeout=120,
+               json={"model": "auto", "max_tokens": 1, "messages": [{"role": "user", "content": HARD}]})
     trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
     with httpx.stream("POST", f"{tierserve_stack.base_url}/v1/chat/completions", timeout=120,
                       headers={"traceparent": f"00-{trace_id}-{client_span}-01"},
@@ -48,6 +51,7 @@ def test_auto_request_is_one_trace_ingress_router_tier(tierserve_stack):
     tier = by_name["tier.generate"]
     assert tier.parent_span_id == by_name["ingress.dispatch"].span_id
     # Attributes: where it went and why, the same in every layer.
+    assert root.attributes["tierserve.route_reason"].startswith("rule:"), root.attributes
     assert root.attributes["tierserve.tier"] == "reasoning"
     assert by_name["router.decide"].attributes["tierserve.tier"] == "reasoning"
     assert tier.attributes["tierserve.tier"] == "reasoning"

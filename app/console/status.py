@@ -99,7 +99,7 @@ async def tier_views(config: TierserveConfig, app_name: str, suspended: set[str]
         if dep is not None:
             view.status = str(getattr(dep.status, "value", dep.status))  # "HEALTHY", not the enum
             view.message = dep.message or ""
-            view.replica_states = {str(k): int(v) for k, v in dep.replica_states.items()}
+            view.replica_states = {str(getattr(k, "value", k)): int(v) for k, v in dep.replica_states.items()}
         for actor in actors:
             if actor["deployment"] == tier.deployment_name:
                 replica = ReplicaView.model_validate(actor)

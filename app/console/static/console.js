@@ -74,7 +74,7 @@ function renderTiers(ov) {
         el("div", { class: "muted mono", text: t.model_source.split("/").slice(-2).join("/") })),
       el("td", {}, statusBadge(t)),
       el("td", { "data-testid": "replicas", text: replicaSummary(t) }),
-      el("td", { class: "mono", text: nodes }),
+      el("td", { class: "mono", "data-testid": "nodes", text: nodes }),
       el("td", { text: `${t.min_replicas}–${t.max_replicas} (target ${t.target_ongoing_requests} ongoing)` }),
       el("td", { "data-testid": "engine" }, el("div", { text: t.engines ? `${t.engines.running} running, ` +
         `${t.engines.waiting} waiting · KV ${(t.engines.kv_cache_usage * 100).toFixed(1)}%` : "–" }),
@@ -262,6 +262,7 @@ async function streamChat(model, prompt, maxTokens, m) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
+      m.box.dataset.reads = String(Number(m.box.dataset.reads || 0) + 1);  // network reads: streamed
       buffer += decoder.decode(value, { stream: true });
       let cut;
       while ((cut = buffer.indexOf("\n\n")) >= 0) {
@@ -273,6 +274,7 @@ async function streamChat(model, prompt, maxTokens, m) {
         for (const c of data.choices || []) {
           const text = (c.delta && c.delta.content) || "";
           if (!text) continue;
+          m.box.dataset.events = String(Number(m.box.dataset.events || 0) + 1);
           if (info.ttft === null) info.ttft = performance.now() - t0;
           m.answer.textContent += text;
           info.tokens += 1;
