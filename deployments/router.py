@@ -44,7 +44,8 @@ class Router:
         self._cooldown_s = max(1.0, config.routing.fallback.backoff_ms / 1000 * 20)
         self._unhealthy_until: dict[str, float] = {}
         self._no_replicas: set[str] = set()
-        self._suspended: set[str] = set()  # by operators (console): auto traffic goes elsewhere
+        # By operators (console), or by config (max_replicas 0): auto traffic goes elsewhere.
+        self._suspended: set[str] = {t.name for t in config.tiers if t.autoscaling.suspended}
         self._tracing = setup_tracing(config.server.tracing, "router")
         self._metrics = RouterMetrics()
         self._app_name = serve.get_replica_context().app_name

@@ -130,6 +130,18 @@ def cmd_bench_faults(args: argparse.Namespace) -> int:
     return 0 if all(r["lost"] == 0 for r in rows) else 1
 
 
+def cmd_bench_elastic(args: argparse.Namespace) -> int:
+    from loadtests.bench.elastic import ElasticPlan, run_elastic, table
+
+    plan = ElasticPlan(profile=args.profile, nodes=args.nodes, low_concurrency=args.low,
+                       high_concurrency=args.high, phase_s=args.phase_s, max_tokens=args.max_tokens)
+    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-elastic"
+    result = run_elastic(plan, out)
+    print(table(result))
+    print(f"results in {out}")
+    return 0 if result["node_kill_lost"] == 0 else 1
+
+
 def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="local-cpu")
     p.add_argument("--tier", default="fast", help="the tier whose model every target serves")
@@ -199,6 +211,16 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     fb.add_argument("--phases", default="none,kill:fast,kill:reasoning")
     fb.add_argument("--out", default=str(RESULTS))
     fb.set_defaults(func=cmd_bench_faults)
+    el = bench.add_parser("elastic", help="multi-node loopback cluster: scale-up/down, cold start "
+                                          "from zero, node kill")
+    el.add_argument("--profile", default="local-elastic")
+    el.add_argument("--nodes", type=int, default=3, help="worker nodes (pools dealt round-robin)")
+    el.add_argument("--low", type=int, default=2, help="streams before and after the load step")
+    el.add_argument("--high", type=int, default=12, help="streams during the load step")
+    el.add_argument("--phase-s", type=float, default=20)
+    el.add_argument("--max-tokens", type=int, default=32)
+    el.add_argument("--out", default=str(RESULTS))
+    el.set_defaults(func=cmd_bench_elastic)
     cs = bench.add_parser("cold-start", help="deploy-to-ready: one tier vs bare vLLM")
     _add_stack_options(cs)
     cs.set_defaults(func=cmd_bench_cold_start)

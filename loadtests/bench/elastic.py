@@ -1,0 +1,243 @@
+"""`tierserve bench elastic`: autoscaling, scale to zero and node loss on a multi-node cluster.
+
+Starts its own loopback cluster (app/cluster.py: a head and worker nodes, own ports and temp
+dir, stopped by PID) with a pooled profile (local-elastic: fast 1 -> 2, reasoning 0 -> 1) and
+measures, with streaming clients that loop on the fast tier:
+
+- deploy: `ray start` of every node + `serve deploy` until /readyz;
+- cold start from zero: a request to the reasoning tier at zero replicas, sent -> answered;
+- scale-up: from the load step (low -> high concurrency) until Serve reports the second fast
+  replica RUNNING, which a Tierserve replica reaches only after its warm-up generation, so it
+  serves from then; TTFT p50/p95 and SLO attainment (share under the tier's TTFT SLO in
+  kuberay/chart/files/monitoring/slo.yaml) before the step, during scale-up, and after;
+- scale-down: from the load drop until one fast replica is left;
+- node kill: SIGKILL of the raylet (and everything under it) of the node holding the fast
+  replica, under `auto` load; time until a fast replica is RUNNING on another pool_fast node,
+  and requests lost among those that had not started when the node died (target 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app import local_cluster as lc
+from app.cluster import kill_node, start_cluster
+from app.config import load_config
+from app.config.schema import TierserveConfig
+from app.observability.slo import load_slo
+from app.tier_replicas import TierReplica, tier_replicas
+
+
+@dataclass
+class ElasticPlan:
+    profile: str = "local-elastic"
+    nodes: int = 3
+    low_concurrency: int = 2
+    high_concurrency: int = 12
+    phase_s: float = 20
+    max_tokens: int = 32
+    scale_timeout_s: float = 300
+
+
+@dataclass
+class Request:
+    sent: float
+    ttft_s: float | None = None
+    done: bool = False
+    status: int = 0
+
+
+@dataclass
+class Load:
+    """Streaming clients looping on one model; their count changes between phases."""
+
+    url: str
+    model: str
+    prompt: str
+    max_tokens: int
+    requests: list[Request] = field(default_factory=list)
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    def resize(self, n: int, client: httpx.AsyncClient) -> None:
+        while len(self._tasks) < n:
+            self._tasks.append(asyncio.create_task(self._loop(client)))
+        while len(self._tasks) > n:
+            self._tasks.pop().cancel()
+
+    async def _loop(self, client: httpx.AsyncClient) -> None:
+        body = {"model": self.model, "stream": True, "max_tokens": self.max_tokens, "ignore_eos": True,
+                "messages": [{"role": "user", "content": self.prompt}]}
+        while True:
+            req = Request(sent=time.monotonic())
+            self.requests.append(req)
+            try:
+                async with client.stream("POST", self.url, json=body) as resp:
+                    req.status = resp.status_code
+                    async for line in resp.aiter_lines():
+                        if req.ttft_s is None and line.startswith("data: {"):
+                            req.ttft_s = time.monotonic() - req.sent
+                        if line == "data: [DONE]":
+                            req.done = resp.status_code == 200
+            except httpx.HTTPError:
+                req.status = -1
+            await asyncio.sleep(0.05)
+
+
+def ttft_stats(reqs: list[Request], slo_s: float) -> dict[str, Any]:
+    ttfts = sorted(r.ttft_s for r in reqs if r.ttft_s is not None and r.done)
+    if not ttfts:
+        return {"n": len(reqs), "ttft_p50_s": None, "ttft_p95_s": None, "slo_attainment": None}
+    p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
+    return {"n": len(reqs), "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_p95_s": round(p95, 3),
+            "slo_attainment": round(sum(t <= slo_s for t in ttfts) / len(reqs), 3)}
+
+
+def _sent_between(reqs: list[Request], start: float, end: float) -> list[Request]:
+    return [r for r in reqs if start <= r.sent < end]
+
+
+async def _replicas(dashboard: str, config: TierserveConfig, tier: str) -> list[TierReplica]:
+    reps = await asyncio.to_thread(tier_replicas, dashboard, config)
+    return [r for r in reps if r.tier == tier]
+
+
+async def _until(what: str, check, timeout_s: float) -> float:
+    """Seconds until `check()` (async) is true, polled every 0.5 s."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        try:
+            if await check():
+                return time.monotonic() - start
+        except Exception:  # the dashboard may be busy during a node loss; ask again
+            pass
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"{what} not within {timeout_s:.0f}s")
+
+
+async def _measure(plan: ElasticPlan, stack: lc.LocalStack, config: TierserveConfig,
+                   deploy_s: float) -> dict[str, Any]:
+    url = f"{stack.base_url}/v1/chat/completions"
+    fast_slo = next(t.ttft_p95_seconds for t in load_slo().tiers if t.name == "fast")
+    dash = stack.dashboard_url
+    out: dict[str, Any] = {"deploy_to_ready_s": round(deploy_s, 1), "fast_ttft_slo_s": fast_slo}
+
+    async def running(tier: str) -> list[TierReplica]:
+        return [r for r in await _replicas(dash, config, tier) if r.state == "RUNNING"]
+
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(timeout=600, limits=limits, trust_env=False) as client:
+        # Cold start from zero: the reasoning tier has no replica yet.
+        assert not await running("reasoning"), "reasoning tier is not at zero"
+        sent = time.monotonic()
+        resp = await client.post(url, json={"model": "tiny-reasoning", "max_tokens": 8,
+                                            "messages": [{"role": "user", "content": "Hi."}]})
+        out["cold_start_from_zero_s"] = round(time.monotonic() - sent, 1)
+        out["cold_start_status"] = resp.status_code
+
+        fast = Load(url, "tiny-fast", "Say hi to the team.", plan.max_tokens)
+        fast.resize(plan.low_concurrency, client)
+        t0 = time.monotonic()
+        await asyncio.sleep(plan.phase_s)
+        t_step = time.monotonic()
+        fast.resize(plan.high_concurrency, client)
+        scale_up_s = await _until("second fast replica RUNNING",
+                                  lambda: _count_is(running, "fast", 2), plan.scale_timeout_s)
+        t_scaled = t_step + scale_up_s
+        await asyncio.sleep(plan.phase_s)
+        t_drop = time.monotonic()
+        fast.resize(plan.low_concurrency, client)
+        out["scale_up_s"] = round(scale_up_s, 1)
+        out["ttft_before"] = ttft_stats(_sent_between(fast.requests, t0, t_step), fast_slo)
+        out["ttft_during_scale_up"] = ttft_stats(_sent_between(fast.requests, t_step, t_scaled), fast_slo)
+        out["ttft_after"] = ttft_stats(_sent_between(fast.requests, t_scaled, t_drop), fast_slo)
+        scale_down_s = await _until("back to one fast replica",
+                                    lambda: _count_is(running, "fast", 1), plan.scale_timeout_s)
+        out["scale_down_s"] = round(scale_down_s, 1)
+        fast.resize(0, client)
+
+        # Node loss under `auto` load.
+        (victim,) = await running("fast")
+        import psutil
+
+        raylet = next(p for p in psutil.Process(victim.pid).parents() if p.name() == "raylet")
+        auto = Load(url, "auto", "Say hi to the team.", plan.max_tokens)
+        auto.resize(plan.low_concurrency + 1, client)
+        await asyncio.sleep(5)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(kill_node, raylet.pid)
+
+        async def moved() -> bool:
+            return any(r.node_id != victim.node_id for r in await running("fast"))
+
+        out["node_kill_recovery_s"] = round(await _until("fast replica on another node", moved,
+                                                         plan.scale_timeout_s), 1)
+        await asyncio.sleep(5)
+        auto.resize(0, client)
+        await asyncio.sleep(0.5)
+        unstarted = [r for r in auto.requests if r.ttft_s is None or r.sent + r.ttft_s >= killed_at]
+        finished = [r for r in unstarted if r.done or r.status != 0]
+        out["node_kill_requests"] = len(auto.requests)
+        out["node_kill_unstarted"] = len(finished)
+        out["node_kill_lost"] = sum(not r.done for r in finished)
+    return out
+
+
+async def _count_is(running, tier: str, n: int) -> bool:
+    return len(await running(tier)) == n
+
+
+def run_elastic(plan: ElasticPlan, out_dir: Path) -> dict[str, Any]:
+    config = load_config(plan.profile)
+    temp_dir = tempfile.mkdtemp(prefix="tsbe-", dir="/tmp")
+    saved = os.environ.get(config.server.keys.db_url_env)
+    os.environ[config.server.keys.db_url_env] = f"sqlite:///{temp_dir}/keys.db"  # open API
+    stack = lc.LocalStack(gcs_port=lc.free_port(), dashboard_port=lc.free_port(),
+                          metrics_port=lc.free_port(), serve_port=lc.free_port(),
+                          haproxy_metrics_port=lc.free_port(), haproxy_stats_port=lc.free_port(),
+                          temp_dir=temp_dir)
+    try:
+        started = time.monotonic()
+        start_cluster(config, stack, plan.nodes)
+        lc.wait_ready(stack.base_url, 900)
+        result = asyncio.run(_measure(plan, stack, config, time.monotonic() - started))
+    finally:
+        lc.stop(stack)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if saved is None:
+            os.environ.pop(config.server.keys.db_url_env, None)
+        else:
+            os.environ[config.server.keys.db_url_env] = saved
+    result["plan"] = asdict(plan)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "elastic.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    def row(name: str, s: dict[str, Any]) -> str:
+        return (f"| TTFT {name} | p50 {s['ttft_p50_s']} s, p95 {s['ttft_p95_s']} s, "
+                f"SLO attainment {s['slo_attainment']} (n={s['n']}) |")
+
+    lines = ["| measure | value |", "|---|---|",
+             f"| deploy -> ready ({r['plan']['nodes']} workers + head) | {r['deploy_to_ready_s']} s |",
+             f"| cold start from zero (request -> answer) | {r['cold_start_from_zero_s']} s "
+             f"(status {r['cold_start_status']}) |",
+             f"| scale-up: load step -> 2nd fast replica serving | {r['scale_up_s']} s |",
+             row("before step", r["ttft_before"]), row("during scale-up", r["ttft_during_scale_up"]),
+             row("after scale-up", r["ttft_after"]),
+             f"| scale-down: load drop -> 1 fast replica | {r['scale_down_s']} s |",
+             f"| node kill -> fast replica serving on another node | {r['node_kill_recovery_s']} s |",
+             f"| requests not started at the kill: lost / total | {r['node_kill_lost']} / "
+             f"{r['node_kill_unstarted']} |"]
+    return "\n".join(lines)
