@@ -181,10 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     from app.cluster_cli import add_cluster_commands
     from app.k8s.cli import add_k8s_commands
     from app.keytools.cli import add_keys_commands
+    from app.routeops.cli import add_routeops_commands
     from app.routing.cli import add_routing_commands
     from loadtests.cli import add_loadtest_commands
 
     add_routing_commands(sub)
+    add_routeops_commands(sub)  # extends route-train/route-eval: after them
     add_k8s_commands(sub)
     add_loadtest_commands(sub)
     add_keys_commands(sub)

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from app.config.live import LIVE_ROUTING_KEYS, router_user_config
 from app.config.loader import config_dir
 from app.config.schema import TierserveConfig
 
@@ -28,12 +29,29 @@ def config_digest(profile: str, root: Path | None = None) -> str:
     path, runtime env or args change; the builder reads configs/ itself, so without this a
     `serve deploy` after editing configs/ would change nothing. Files, not the loaded
     config: a new schema default ships with new code, not with a config change.
+
+    The live routing settings (app/config/live.py) are left out: they reach the router as its
+    user_config, without a rebuild.
     """
     root = root or config_dir()
     digest = hashlib.sha256()
     for path in (root / "routing.yaml", root / "server.yaml", root / "profiles" / f"{profile}.yaml"):
-        digest.update(path.name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+        content = path.read_bytes() if path.is_file() else b""
+        if path.name != "server.yaml":
+            content = _without_live_routing(content, nested=path.parent.name == "profiles")
+        digest.update(path.name.encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _without_live_routing(content: bytes, nested: bool) -> bytes:
+    """A routing file (or a profile, whose `routing:` holds them) minus the live keys."""
+    data = yaml.safe_load(content) or {}
+    routing = data.get("routing") if nested else data
+    if not isinstance(routing, dict) or not set(routing) & set(LIVE_ROUTING_KEYS):
+        return content
+    for key in LIVE_ROUTING_KEYS:
+        routing.pop(key, None)
+    return yaml.safe_dump(data, sort_keys=True).encode()
 
 
 def render_serve_config(config: TierserveConfig, *, offline: bool = True,
@@ -45,6 +63,8 @@ def render_serve_config(config: TierserveConfig, *, offline: bool = True,
         "route_prefix": config.server.route_prefix,
         "import_path": IMPORT_PATH,
         "args": {"profile": config.profile, "config_digest": config_digest(config.profile)},
+        # Changing only these is a lightweight update: no replica restarts (app/config/live.py).
+        "deployments": [{"name": "router", "user_config": router_user_config(config)}],
     }
     if env:
         app["runtime_env"] = {"env_vars": env}

@@ -25,12 +25,14 @@ from app.http.errors import OpenAIError, from_validation_error, install_error_ha
 from app.http.openapi import add_component_schemas, generation_route
 from app.http.request_id import RequestIdMiddleware
 from app.http.admin import admin_router
+from app.http.feedback import feedback_router
 from app.http.limits import Admission, load_api_keys
 from app.keys.counters import make_counters
 from app.keys.enforcer import KeyEnforcer, Principal, Ticket
 from app.keys.models import UsageEvent
 from app.keys.secrets import AdminKeys
 from app.keys.store import open_store, redact_url
+from app.keys.traffic import TrafficStore
 from app.keys.usage import UsageRecorder
 from app.protocol.internal import RouteDecision, RouteRequest, TierCall, TierError, TierFinal
 from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
@@ -474,6 +476,9 @@ def create_http_app(gateway: Gateway) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(admin_router(gateway.store, gateway.admins, gateway.config.routing.strong_tier))
+    app.include_router(feedback_router(  # labels for the router's decision records, same database
+        TrafficStore(gateway.store.url), gateway.keys.authenticate, gateway.admission.rate_limit,
+        wait_for_record_s=2 * gateway.config.routing.feedback.flush_s + 1))
     # The tiers' application (a test may bind another app's tiers to its own ingress).
     tiers_app = next((h.app_name for h in gateway.tiers.values()), None) or _app_name()
     app.include_router(console_router(ConsoleDeps(

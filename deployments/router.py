@@ -14,13 +14,16 @@ import time
 
 from ray import serve
 
+from app.config.live import apply_router_user_config
 from app.config.schema import TierserveConfig
 from app.protocol.internal import RouteDecision, RouteRequest
+from app.routing.affinity import make_store
 from app.routing.assemble import build_pipeline
 from app.telemetry.routing import decision_span
 from app.telemetry.tracing import now_ns
 from app.telemetry.tracing import setup as setup_tracing
 from deployments.metrics import RouterMetrics, reason_kind
+from deployments.traffic import TrafficRecorder
 
 log = logging.getLogger("ray.serve.tierserve.routing")
 
@@ -40,7 +43,10 @@ def tiers_without_replicas(config: TierserveConfig, app_status) -> set[str]:
 class Router:
     async def __init__(self, config: TierserveConfig) -> None:
         self._config = config
-        self._pipeline = build_pipeline(config)
+        aff = config.routing.affinity  # one store for the life of the replica (reconfigure keeps it)
+        self._store = make_store(aff.store_url, aff.ttl_s, aff.max_sessions) if aff.enabled else None
+        self._pipeline = build_pipeline(config, store=self._store)
+        self._traffic = TrafficRecorder(config, await asyncio.to_thread(TrafficRecorder.load_shadow, config))
         self._cooldown_s = max(1.0, config.routing.fallback.backoff_ms / 1000 * 20)
         self._unhealthy_until: dict[str, float] = {}
         self._no_replicas: set[str] = set()
@@ -50,6 +56,18 @@ class Router:
         self._metrics = RouterMetrics()
         self._app_name = serve.get_replica_context().app_name
         self._watcher = asyncio.create_task(self._watch_replicas())
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Serve's lightweight update (the rendered `user_config`): the live routing settings,
+        e.g. a promoted scorer artifact and its thresholds, without restarting anything."""
+        config = apply_router_user_config(self._config, user_config)
+        pipeline = await asyncio.to_thread(build_pipeline, config, store=self._store)
+        shadow = await asyncio.to_thread(TrafficRecorder.load_shadow, config)
+        self._config, self._pipeline = config, pipeline
+        self._traffic.reconfigure(config, shadow)
+        log.warning(json.dumps({"event": "router_reconfigured", "scorer_version": pipeline.scorer_version,
+                                "shadow_version": shadow.version if shadow else None,
+                                "thresholds": config.routing.thresholds}))
 
     async def _watch_replicas(self) -> None:
         while True:
@@ -78,6 +96,7 @@ class Router:
         if decision.affinity_hit:
             self._metrics.affinity_hits.inc(tags={"tier": decision.tier})
         log.info(json.dumps({"event": "route", "request_id": req.request_id, **decision.model_dump()}))
+        self._traffic.observe(req, decision)  # shadow score and the decision's record, off the path
         return decision
 
     async def report_failure(self, tier: str, cause: str) -> None:

@@ -239,7 +239,8 @@ def test_suspend_keeps_config_and_drops_gpu_pods(default: Rendered) -> None:
     before, after = (yaml.safe_load(_one(r.objects, "RayService")["spec"]["serveConfigV2"])
                      for r in (default, suspended))
     # Serve scales the suspended tier's deployment to zero; nothing else changes.
-    [override] = after["applications"][0].pop("deployments")
+    router, override = after["applications"][0].pop("deployments")
+    assert before["applications"][0].pop("deployments") == [router]  # the live routing settings
     assert before == after
     fast_scaling = default.config.tier("fast").autoscaling
     assert override == {"name": "tier-fast", "autoscaling_config": {
@@ -265,10 +266,11 @@ def test_suspend_commands() -> None:
     ops = {op["path"].rsplit("/", 1)[1]: op["value"] for op in yaml.safe_load(patch[-1])}
     serve = yaml.safe_load(ops.pop("serveConfigV2"))
     assert ops == {"minReplicas": 0, "maxReplicas": 0, "replicas": 0}
-    assert [d["name"] for d in serve["applications"][0]["deployments"]] == ["tier-reasoning"]
+    assert [d["name"] for d in serve["applications"][0]["deployments"]] == ["router", "tier-reasoning"]
     [resume] = cost.kubectl_commands(render([]), "ns", ["reasoning"], suspend=False)
     ops = {op["path"].rsplit("/", 1)[1]: op["value"] for op in yaml.safe_load(resume[-1])}
-    assert "deployments" not in yaml.safe_load(ops["serveConfigV2"])["applications"][0]
+    resumed = yaml.safe_load(ops["serveConfigV2"])["applications"][0]["deployments"]
+    assert [d["name"] for d in resumed] == ["router"]
 
 
 def test_generated_values_reproduce_the_render_through_plain_helm(default: Rendered, tmp_path: Path) -> None:

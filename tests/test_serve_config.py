@@ -37,8 +37,41 @@ def test_a_changed_config_file_is_a_changed_app_for_serve(tmp_path, monkeypatch)
     before = code_version()
     assert code_version() == before  # rendering is stable
     routing = tmp_path / "configs" / "routing.yaml"
-    routing.write_text(routing.read_text() + "\n# a change an operator made\n")
+    routing.write_text(routing.read_text().replace("allow_tier_header: true", "allow_tier_header: false"))
     assert code_version() != before
+
+
+def test_a_new_scorer_or_threshold_is_a_router_reconfigure_not_a_rebuild(tmp_path, monkeypatch):
+    # `route-promote` changes only live routing settings: the app's code version stays, so Serve
+    # applies the router's new user_config in place (reconfigure) and restarts no replica.
+    import shutil
+
+    from ray.serve._private.deploy_utils import get_app_code_version
+    from ray.serve.schema import ServeApplicationSchema
+
+    from app.config.live import apply_router_user_config
+    from app.routeops.promote import set_learned
+
+    def rendered() -> dict:
+        (app,) = render_serve_config(load_config("local-cpu"))["applications"]
+        return app
+
+    shutil.copytree(REPO_ROOT / "configs", tmp_path / "configs")
+    monkeypatch.setenv("TIERSERVE_CONFIG_DIR", str(tmp_path / "configs"))
+    before = rendered()
+    routing = tmp_path / "configs" / "routing.yaml"
+    set_learned(routing, "artifact", "app/routing/artifacts/complexity_embed.json")
+    set_learned(routing, "shadow_artifact", "app/routing/artifacts/complexity.json")
+    routing.write_text(routing.read_text().replace("threshold: ", "threshold: 0.4 #", 1))
+    after = rendered()
+    code = lambda app: get_app_code_version(ServeApplicationSchema.model_validate(app))  # noqa: E731
+    assert code(after) == code(before)
+    (router,) = after["deployments"]
+    assert router["name"] == "router" and router != before["deployments"][0]
+    live = apply_router_user_config(load_config("local-cpu"), router["user_config"]).routing
+    assert live.learned.artifact.endswith("complexity_embed.json")
+    assert live.learned.shadow_artifact.endswith("complexity.json")
+    assert live.thresholds == [0.4]
 
 
 def test_every_deployment_rolls_out_with_surge_and_drains_its_streams():

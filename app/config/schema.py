@@ -170,6 +170,23 @@ class RoutingRule(Strict):
 class LearnedScorerConfig(Strict):
     enabled: bool = True
     artifact: str = "app/routing/artifacts/complexity.json"  # relative to the repo root
+    # A candidate scored and logged beside the live one on every decision, never acting
+    # (`tierserve route-eval --shadow` compares them, `route-promote` makes it live).
+    shadow_artifact: str | None = None
+
+
+class FeedbackConfig(Strict):
+    """Learning from traffic: decision records for `POST /v1/feedback` and `route-train
+    --from-feedback`, kept in the keys database."""
+
+    # Keep each `model: auto` decision's record (request id, tier, scores, versions) so
+    # feedback can be given on it. Never the prompt text unless server.log_prompts is on.
+    enabled: bool = True
+    # Also keep what retraining needs: the scorer's features and the prompt's mean embedding.
+    record_features: bool = False
+    max_records: int = Field(200_000, ge=1)  # oldest records (and their labels) go first
+    max_age_days: float = Field(30, gt=0)
+    flush_s: float = Field(1.0, gt=0)  # the router writes records in batches this often
 
 
 class AffinityConfig(Strict):
@@ -238,6 +255,7 @@ class RoutingConfig(Strict):
     target_shares: dict[TierName, float] = Field(default_factory=dict)
     rules: list[RoutingRule] = Field(default_factory=list)
     learned: LearnedScorerConfig = LearnedScorerConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     affinity: AffinityConfig = AffinityConfig()
     fallback: FallbackConfig = FallbackConfig()
     allow_tier_header: bool = True  # honour `x-tierserve-tier` from clients

@@ -65,8 +65,9 @@ def serve_config_doc(config: TierserveConfig, suspended: frozenset[str] = frozen
     doc = render_serve_config(config, offline=False, http_host=SERVE_HTTP_HOST,
                               http_port=SERVE_CONTAINER_PORT)
     overrides = [suspended_deployment(t) for t in config.tiers if t.name in suspended]
-    if overrides:
-        doc["applications"][0]["deployments"] = overrides
+    if overrides:  # after the router's (its live routing settings, app/config/live.py)
+        app = doc["applications"][0]
+        app["deployments"] = [*app.get("deployments", []), *overrides]
     return doc
 
 

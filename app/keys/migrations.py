@@ -62,6 +62,35 @@ usage_events = Table(
     Index("ix_tierserve_usage_team_ts", "team", "ts"),
 )
 
+# Learning from traffic: one row per `model: auto` decision (features only when the operator
+# allows it), and the labels `POST /v1/feedback` gives them.
+route_records = Table(
+    "tierserve_route_records", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False, index=True),
+    Column("ts", Float, nullable=False, index=True),
+    Column("team", String(64)),
+    Column("tier", String(32), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("score", Float),
+    Column("scorer_version", String(160)),
+    Column("shadow_score", Float),
+    Column("shadow_tier", String(32)),
+    Column("shadow_version", String(160)),
+    Column("features", Text),  # JSON: dense features + mean embedding; NULL unless allowed
+    Column("prompt", Text),  # only with server.log_prompts
+)
+
+route_feedback = Table(
+    "tierserve_route_feedback", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False, index=True),
+    Column("ts", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),  # needed_stronger | fine | score
+    Column("value", Float),  # the score, for outcome "score"
+    Column("team", String(64)),
+)
+
 VERSION_TABLE = "tierserve_schema_version"
 
 
@@ -70,8 +99,14 @@ def _v1(conn: Connection) -> None:
     usage_events.create(conn)
 
 
+def _v2(conn: Connection) -> None:
+    route_records.create(conn)
+    route_feedback.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "api keys and usage events", _v1),
+    (2, "routing decision records and feedback labels", _v2),
 ]
 LATEST = MIGRATIONS[-1][0]
 

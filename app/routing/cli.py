@@ -59,7 +59,12 @@ def _train(args: argparse.Namespace) -> int:
         else:
             from app.routing.training.train import train  # type: ignore[assignment]
             out = args.out or HAND_ARTIFACT
-        result = train(args.data, seed=args.seed, strong_share=shares[-1] / sum(shares))
+        # Labelled traffic (`--from-feedback`, wired in by app/routeops): more training rows.
+        extra = getattr(args, "feedback_rows", None)
+        if extra is not None and args.scorer != "embedding":
+            raise SystemExit("--from-feedback trains the embedding scorer (--scorer embedding)")
+        kwargs = {"extra": extra} if extra is not None else {}
+        result = train(args.data, seed=args.seed, strong_share=shares[-1] / sum(shares), **kwargs)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result.scorer.dumps())
         scorer = load_scorer(out)

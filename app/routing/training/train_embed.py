@@ -45,6 +45,14 @@ class Matrices:
         return Matrices(self.dense[idx], self.emb[idx], self.options[idx], self.weak[idx],
                         self.strong[idx])
 
+    def __add__(self, other: Matrices) -> Matrices:
+        return Matrices(*(np.concatenate([a, b]) for a, b in (
+            (self.dense, other.dense), (self.emb, other.emb), (self.options, other.options),
+            (self.weak, other.weak), (self.strong, other.strong))))
+
+    def __len__(self) -> int:
+        return len(self.dense)
+
 
 def matrices(rows: list[Row], embedder: StaticEmbedder | None = None) -> Matrices:
     embedder = embedder or shared_embedder()
@@ -123,8 +131,10 @@ def embedding_info(embedder: StaticEmbedder) -> dict[str, str]:
 
 
 def fit_recipe(train_rows: list[Row], seed: int, embedder: StaticEmbedder | None = None,
-               cache: dict[str, Matrices] | None = None) -> tuple[EmbeddingScorer, Matrices]:
-    """The whole recipe on some rows: inner split, L2 per head, refit. Used by train and k-fold."""
+               cache: dict[str, Matrices] | None = None,
+               extra: Matrices | None = None) -> tuple[EmbeddingScorer, Matrices]:
+    """The whole recipe on some rows: inner split, L2 per head, refit. Used by train and k-fold.
+    `extra`: more training rows (labelled traffic) for the refit; L2 is still chosen on the rows."""
     embedder = embedder or shared_embedder()
     info = embedding_info(embedder)
     inner = split_rows(train_rows, HELDOUT_SHARE, seed + 1)
@@ -135,6 +145,9 @@ def fit_recipe(train_rows: list[Row], seed: int, embedder: StaticEmbedder | None
     meta = {"seed": seed, "l2_options": l2o, "l2_free": l2f, "pca_dims": PCA_DIMS,
             "label": "weak wrong and strong right", "validation_apgr": table,
             "n_train": len(train_rows)}
+    if extra is not None and len(extra):
+        m = m + extra
+        meta["n_feedback"] = len(extra)
     return fit(m, l2o, l2f, info, meta), m
 
 
@@ -149,10 +162,12 @@ class TrainResult:
     threshold: float
 
 
-def train(data_dir: Path, seed: int = 0, strong_share: float = 0.3) -> TrainResult:
+def train(data_dir: Path, seed: int = 0, strong_share: float = 0.3,
+          extra: Matrices | None = None) -> TrainResult:
+    """`extra`: labelled traffic (route-train --from-feedback), added to the training rows."""
     rows = load_rows(data_dir)
     split = split_rows(rows, HELDOUT_SHARE, seed)
-    scorer, m = fit_recipe(split.train, seed)
+    scorer, m = fit_recipe(split.train, seed, extra=extra)
     scorer.meta.update({
         "heldout_share": HELDOUT_SHARE,
         "train_subjects": sorted({r.group for r in split.train if r.source != GSM8K}),

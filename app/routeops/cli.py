@@ -1,0 +1,145 @@
+"""Wires learning from traffic into the routing commands (app/cli.py calls `add_routeops_commands`
+after `add_routing_commands`): `route-train --from-feedback DB_URL`, `route-eval --shadow`,
+and `route-promote`. Here, not in app/routing/cli.py: these read the keys database, and the
+routing package never imports app.keys (runtime layers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from app.config.loader import REPO_ROOT, load_config, source_of
+
+
+def _db_url(args: argparse.Namespace, url: str | None) -> str:
+    from app.keys.store import resolve_db_url
+
+    return url or resolve_db_url(load_config(args.profile).server.keys)
+
+
+def _with_feedback(train: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        if args.from_feedback:
+            from app.keys.traffic import TrafficStore
+            from app.routeops.labels import feedback_rows
+
+            config = load_config(args.profile)
+            store = TrafficStore(_db_url(args, args.from_feedback))
+            found = feedback_rows(store.labelled(), config.routing.weak_tier, config.routing.strong_tier)
+            store.close()
+            print(f"feedback: {found.used} labelled decisions used, {found.skipped_no_features} "
+                  f"without features (routing.feedback.record_features off), "
+                  f"{found.skipped_uninformative} that say nothing about the weak tier")
+            if not found.used:
+                print("no usable labelled traffic; nothing to add", file=sys.stderr)
+                return 2
+            args.feedback_rows = found.rows
+        return train(args)
+    return run
+
+
+def _with_shadow(evaluate: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        if not args.shadow:
+            return evaluate(args)
+        import time
+
+        from app.keys.traffic import TrafficStore
+        from app.routeops.shadow import compare, text
+
+        config = load_config(args.profile)
+        store = TrafficStore(_db_url(args, args.db))
+        since = time.time() - args.since_hours * 3600
+        report = compare(store.recent(args.limit, since), store.labelled(since),
+                         config.routing.weak_tier, config.routing.strong_tier)
+        store.close()
+        print(json.dumps(report.as_json()) if args.json else text(report))
+        return 0 if report.n else 2
+    return run
+
+
+def _promote(args: argparse.Namespace) -> int:
+    import yaml
+
+    from app.routeops.promote import set_learned
+    from app.routing.scorer import load_scorer
+    from app.serve_config import dump_serve_config, profile_of, render_serve_config
+
+    artifact = Path(args.artifact)
+    load_scorer(REPO_ROOT / artifact)  # refuse one that does not load here
+    try:  # as configs name artifacts: relative to the repo root when inside it
+        value = str(artifact.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        value = str(artifact.resolve())
+    config = load_config(args.profile)
+    key = "shadow_artifact" if args.shadow else "artifact"
+    path = Path(source_of(args.profile, ("routing", "learned", key)))
+    set_learned(path, key, value)
+    if not args.shadow and config.routing.learned.shadow_artifact == value:
+        set_learned(Path(source_of(args.profile, ("routing", "learned", "shadow_artifact"))),
+                    "shadow_artifact", None)  # the shadow is live now
+    print(f"{path}: learned.{key} = {value}")
+    if not args.shadow and not args.keep_thresholds:
+        from app.routing.cli import _train
+
+        # The new scorer's own thresholds for the profile's target shares (route-train
+        # --calibrate-only --write-config), so the tier shares stay where policy puts them.
+        calibrate = argparse.Namespace(
+            profile=args.profile, target_shares=args.target_shares,
+            target_reasoning_share=args.target_reasoning_share, calibrate_only=True,
+            write_config=True, data=args.data, seed=0, scorer="embedding", out=None)
+        if _train(calibrate):
+            return 2
+    out = Path(args.serve_config)
+    if out.exists() and profile_of(out.read_text()) != args.profile:
+        print(f"{out} is rendered from another profile; not rewriting it", file=sys.stderr)
+        return 2
+    http = (yaml.safe_load(out.read_text()) or {}).get("http_options", {}) if out.exists() else {}
+    doc = render_serve_config(load_config(args.profile), http_host=http.get("host", "127.0.0.1"),
+                              http_port=http.get("port", 8000))
+    out.write_text(dump_serve_config(doc, args.profile))
+    print(f"wrote {out} (only the router's user_config changed: a rolling update in place)")
+    if args.deploy:
+        from app.local_cluster import engine_env, run_ray_cli
+
+        serve = str(Path(sys.executable).with_name("serve"))
+        run_ray_cli([serve, "deploy", str(out), "--address", args.deploy], engine_env(), "serve deploy")
+        print(f"deployed to {args.deploy}")
+    else:
+        print("deploy with `serve deploy` (or re-render the KubeRay manifests for a RayService)")
+    return 0
+
+
+def add_routeops_commands(subparsers: argparse._SubParsersAction) -> None:
+    from app.routing.training.data import DEFAULT_DATA_DIR
+
+    train = subparsers.choices["route-train"]
+    train.add_argument("--from-feedback", metavar="DB_URL", nargs="?", const="",
+                       help="also train on labelled traffic (POST /v1/feedback) from this database "
+                            "(default: the configured keys database)")
+    train.set_defaults(func=_with_feedback(train.get_default("func")))
+
+    ev = subparsers.choices["route-eval"]
+    ev.add_argument("--shadow", action="store_true",
+                    help="instead: compare the live scorer with the shadow on recent traffic")
+    ev.add_argument("--db", metavar="DB_URL", help="with --shadow: default the keys database")
+    ev.add_argument("--since-hours", type=float, default=24.0, help="with --shadow")
+    ev.add_argument("--limit", type=int, default=100_000, help="with --shadow: newest decisions")
+    ev.set_defaults(func=_with_shadow(ev.get_default("func")))
+
+    p = subparsers.add_parser("route-promote", help="make a scorer artifact live (or the shadow), "
+                                                    "re-render the Serve config, optionally deploy")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--profile", default="local-cpu")
+    p.add_argument("--shadow", action="store_true", help="run it as the shadow instead")
+    p.add_argument("--keep-thresholds", action="store_true",
+                   help="do not recalibrate the thresholds for the new scorer")
+    p.add_argument("--target-shares", metavar="A,B,...", help="as route-train")
+    p.add_argument("--target-reasoning-share", type=float, default=0.3, help="as route-train")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="calibration prompts")
+    p.add_argument("--serve-config", default=str(REPO_ROOT / "serve_config.yaml"))
+    p.add_argument("--deploy", metavar="DASHBOARD_URL", help="`serve deploy` it there")
+    p.set_defaults(func=_promote)
