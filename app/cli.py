@@ -24,7 +24,11 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def render_text(profile: str, http_host: str = "127.0.0.1") -> str:
-    return dump_serve_config(render_serve_config(load_config(profile), http_host=http_host), profile)
+    from app.routing.assemble import check_plugins
+
+    config = load_config(profile)
+    check_plugins(config)  # an unknown routing plugin fails here, not at the router's start
+    return dump_serve_config(render_serve_config(config, http_host=http_host), profile)
 
 
 def cmd_config_render(args: argparse.Namespace) -> int:
