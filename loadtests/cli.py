@@ -122,7 +122,8 @@ def cmd_bench_faults(args: argparse.Namespace) -> int:
     from loadtests.bench.faults import FaultsPlan, run_faults, table
 
     plan = FaultsPlan(concurrency=args.concurrency, phase_s=args.phase_s, kill_after_s=args.kill_after_s,
-                      max_tokens=args.max_tokens, phases=args.phases.split(","), profile=args.profile)
+                      max_tokens=args.max_tokens, phases=args.phases.split(","), profile=args.profile,
+                      hang_s=args.hang_s)
     out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-faults"
     rows = run_faults(plan, out)
     print(table(rows))
@@ -202,13 +203,14 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     tb.add_argument("--seed", type=int, default=0)
     tb.add_argument("--out", default=str(RESULTS))
     tb.set_defaults(func=cmd_bench_tiering)
-    fb = bench.add_parser("faults", help="replicas killed under streaming load: lost, retried, migrated")
+    fb = bench.add_parser("faults", help="replicas killed, Redis hung, under streaming load: lost, migrated")
     fb.add_argument("--profile", default="local-cpu")
     fb.add_argument("--concurrency", type=int, default=8)
     fb.add_argument("--phase-s", type=float, default=30, help="seconds of load per fault")
     fb.add_argument("--kill-after-s", type=float, default=8)
     fb.add_argument("--max-tokens", type=int, default=64)
-    fb.add_argument("--phases", default="none,kill:fast,kill:reasoning")
+    fb.add_argument("--phases", default="none,kill:fast,kill:reasoning,hang:redis,redeploy")
+    fb.add_argument("--hang-s", type=float, default=10, help="how long hang:redis stops Redis")
     fb.add_argument("--out", default=str(RESULTS))
     fb.set_defaults(func=cmd_bench_faults)
     el = bench.add_parser("elastic", help="multi-node loopback cluster: scale-up/down, cold start "
