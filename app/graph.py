@@ -50,6 +50,7 @@ def llm_config_for(tier: TierConfig, tracing: TracingConfig | None = None) -> LL
             "max_queued_requests": tier.max_queued_requests,
             **tier.rollout.serve_options(),
             "ray_actor_options": {"num_cpus": res.num_cpus, "resources": res.pool_demand()},
+            **replica_router_options(tier),
         },
         # TierServer streams its own way (first chunk at once); no fixed batching.
         experimental_configs={"stream_batching_interval_ms": 0},
@@ -65,6 +66,16 @@ def llm_config_for(tier: TierConfig, tracing: TracingConfig | None = None) -> LL
     elif res.accelerator_type:
         kwargs["accelerator_type"] = res.accelerator_type
     return LLMConfig(**kwargs)
+
+
+PREFIX_CACHE_ROUTER = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
+
+
+def replica_router_options(tier: TierConfig) -> dict[str, Any]:
+    """Serve's request_router_config for the tier's replica router (none: Serve's default)."""
+    if tier.replica_router == "prefix_cache_affinity":
+        return {"request_router_config": {"request_router_class": PREFIX_CACHE_ROUTER}}
+    return {}
 
 
 def build_tier(tier: TierConfig, tracing: TracingConfig | None = None) -> Application:

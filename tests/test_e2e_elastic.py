@@ -178,6 +178,34 @@ def test_auto_is_served_with_each_tier_on_its_pool_and_skips_the_suspended_tier(
     assert placed == {("fast", "pool_fast"), ("reasoning", "pool_reasoning")}
 
 
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
+def test_the_ray_dashboard_serve_view_shows_the_tiers(cluster: Cluster, tmp_path: Path) -> None:
+    """The Serve view in headless Chromium, logged in with the cluster's token (Ray 2.60's
+    cookie); saved to docs/img/ with TIERSERVE_SCREENSHOTS=1 (the README's)."""
+    from playwright.sync_api import sync_playwright
+
+    token = lc.auth_token_path().read_text().strip()
+    out = REPO / "docs" / "img" if os.environ.get("TIERSERVE_SCREENSHOTS") else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"],
+                                    headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.add_cookies([{"name": "ray-authentication-token", "value": token,
+                                  "url": cluster.stack.dashboard_url}])
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{cluster.stack.dashboard_url}/#/serve/applications/tierserve")
+            page.get_by_text("tier-reasoning").first.wait_for()
+            page.get_by_text("tier-fast").first.wait_for()
+            page.wait_for_timeout(1500)  # let the replica counts render
+            page.screenshot(path=str(out / "ray-dashboard-serve.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (out / "ray-dashboard-serve.png").stat().st_size > 10_000
+
+
 @dataclass
 class _Outcome:
     sent_at: float

@@ -158,3 +158,18 @@ def test_a_suspended_tier_is_a_deployment_that_stays_at_zero():
     assert auto.suspended
     assert auto.to_serve()["max_replicas"] == 1  # Serve's floor; nothing ever calls the tier
     assert (auto.to_serve()["min_replicas"], auto.to_serve()["initial_replicas"]) == (0, 0)
+
+
+def test_a_tier_may_route_replicas_by_prefix_cache_affinity():
+    from app.protocol.internal import TierCall
+
+    tier = load_config("local-elastic").tier("fast")
+    assert "request_router_config" not in llm_config_for(tier).deployment_config
+    cfg = llm_config_for(tier.model_copy(update={"replica_router": "prefix_cache_affinity"}))
+    assert cfg.deployment_config["request_router_config"]["request_router_class"].endswith(
+        ":PrefixCacheAffinityRouter")
+    # What that router reads from a call, by attribute: only the one the body has.
+    chat = TierCall(request_id="r", endpoint="chat", body={"messages": [{"role": "user", "content": "x"}]})
+    assert chat.messages[0]["content"] == "x" and not hasattr(chat, "prompt")
+    completion = TierCall(request_id="r", endpoint="completion", body={"prompt": "y"})
+    assert completion.prompt == "y" and not hasattr(completion, "messages")

@@ -135,6 +135,10 @@ class TierConfig(Strict):
     # A request that finds the tier with no running replica (scaled to zero) waits this much
     # longer for its first output: Serve queues it while a replica and its engine start.
     cold_start_timeout_s: float = Field(300, gt=0)
+    # How Serve picks a replica of this tier: Serve's default power-of-two-choices on queue
+    # length, or Ray's PrefixCacheAffinityRouter (replicas that hold a request's prompt prefix
+    # in their KV cache first); matters with 2+ replicas and vLLM prefix caching.
+    replica_router: Literal["power_of_two", "prefix_cache_affinity"] = "power_of_two"
 
     @property
     def deployment_name(self) -> str:

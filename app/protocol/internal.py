@@ -81,6 +81,20 @@ class TierCall(BaseModel):
     default_max_tokens: int | None = None
     traceparent: str | None = None  # W3C trace context of the ingress's dispatch span
 
+    # What Ray's PrefixCacheAffinityRouter reads from a call (`messages` or `prompt`, by
+    # attribute): absent (AttributeError) unless the body has it, so it finds the right one.
+    @property
+    def messages(self) -> Any:
+        if "messages" not in self.body:
+            raise AttributeError("messages")
+        return self.body["messages"]
+
+    @property
+    def prompt(self) -> Any:
+        if "prompt" not in self.body:
+            raise AttributeError("prompt")
+        return self.body["prompt"]
+
 
 class TierError(BaseModel):
     """An error from the engine, in OpenAI's shape, yielded instead of chunks."""
