@@ -95,6 +95,11 @@ class PickerPlugin(Plugin):
     def pick(self, ctx: Context, score: float) -> str:
         raise NotImplementedError
 
+    def key(self, score: float, prompt_tokens: int) -> float:
+        """What the thresholds are compared with (calibration reads it too): the score itself,
+        unless the picker weighs it, e.g. by the cost of the request (plugins/cost_picker.py)."""
+        return score
+
 
 class FilterPlugin(Plugin):
     """Keeps the candidate tiers that may serve this request. If the chosen tier is dropped

@@ -217,18 +217,24 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 def run_tiering_bench(profile: str, n: int, concurrency: int, max_tokens: int, seed: int,
                       out_dir: Path) -> dict[str, Any]:
     from app.config.loader import REPO_ROOT, load_config
+    from app.routing.assemble import build_pipeline
+    from app.routing.features import estimate_tokens
     from app.routing.scorer import load_scorer
 
     config = load_config(profile)
     samples = sample(profile, n, seed)
     scorer = load_scorer(REPO_ROOT / config.routing.learned.artifact)
-    scores = np.array([scorer.score_text(s.prompt) for s in samples])  # type: ignore[attr-defined]
+    # The sweep ranks as the picker does: by score, or by score per token of cost (cost-ladder).
+    picker = build_pipeline(config).picker
+    scores = np.array([picker.plugin.key(scorer.score_text(s.prompt), estimate_tokens(s.prompt))  # type: ignore
+                       for s in samples])
     with running_stack(profile) as (base_url, temp_dir):
         runs = run_live(base_url, temp_dir, samples, concurrency, max_tokens)
     costs = {t.name: t.cost_per_1k_tokens for t in config.tiers}
     summary = summarise(runs, samples, costs, config.routing.weak_tier, config.routing.strong_tier,
                         scores)
     summary["scorer"] = config.routing.learned.artifact
+    summary["picker"] = picker.name
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tiering.json").write_text(json.dumps(summary | {"runs": runs}, indent=1))
     (out_dir / "tiering.md").write_text(markdown(summary, concurrency, max_tokens))

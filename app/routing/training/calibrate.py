@@ -19,6 +19,7 @@ import numpy as np
 from app.config.schema import TierserveConfig
 from app.protocol.internal import RouteDecision, RouteRequest
 from app.routing.assemble import build_pipeline
+from app.routing.plugin import PickerPlugin
 from app.routing.scorer import ComplexityScorer
 
 
@@ -54,7 +55,11 @@ def calibrate(config: TierserveConfig, prompts: list[str], shares: list[float],
         raise ValueError(f"need one non-negative share per ladder tier {ladder}, got {shares}")
     shares = [s / sum(shares) for s in shares]
     decisions = route_all(config, prompts, scorer)
-    scored = np.array([d.score for d in decisions if d.reason == "score" and d.score is not None])
+    picker = build_pipeline(config, scorer=scorer).picker.plugin
+    assert isinstance(picker, PickerPlugin)
+    # Thresholds are compared with the picker's key (the score, or e.g. score per token of cost).
+    scored = np.array([picker.key(d.score, int(d.features.get("prompt_tokens", 0))) for d in decisions
+                       if d.reason == "score" and d.score is not None])
     if not len(scored):
         raise ValueError("no reference prompt was decided by score; nothing to calibrate")
     pinned = [d.tier for d in decisions if d.reason != "score"]
