@@ -96,7 +96,8 @@ def cmd_up(args: argparse.Namespace) -> int:
               "                  `tierserve keys create --team T --name N` makes one and closes it")
     else:
         print("  API keys:       required (Authorization: Bearer <key>; `tierserve keys list`)")
-    print("\nTry:\n  curl -N " f"{stack.base_url}/v1/chat/completions -H 'content-type: application/json' \\\n"
+    print("\nTry:\n  curl -N "
+          f"{stack.base_url}/v1/chat/completions -H 'content-type: application/json' \\\n"
           "    -d '{\"model\": \"auto\", \"stream\": true, \"max_tokens\": 32, "
           "\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'")
     print("\nStop it with: make down")

@@ -78,7 +78,8 @@ def cluster_serve_config(config: TierserveConfig, http_port: int) -> dict[str, A
     return {**render_serve_config(config, http_port=http_port), "proxy_location": "HeadOnly"}
 
 
-def start_cluster(config: TierserveConfig, stack: lc.LocalStack, nodes: int) -> tuple[Path | None, list[WorkerNode]]:
+def start_cluster(config: TierserveConfig, stack: lc.LocalStack,
+                  nodes: int) -> tuple[Path | None, list[WorkerNode]]:
     """Head, then `nodes` workers, then `serve deploy`; returns the auth token path and the
     workers (with their raylet PIDs). Does not wait for readiness (lc.wait_ready does)."""
     specs = plan_workers(config, nodes)

@@ -96,12 +96,12 @@ def build_graph(config: TierserveConfig) -> Application:
     server = config.server
     # The control plane's own pool (if the profile names one): never on a model node.
     system = {"num_cpus": 0, "resources": pool_demand(server.node_pool)}
-    router = serve.deployment(Router, name="router", num_replicas=server.router_replicas,
+    router = serve.deployment(name="router", num_replicas=server.router_replicas,
                               ray_actor_options=system,
-                              **server.rollout.serve_options()).bind(config)
-    ingress = serve.deployment(Ingress, name="ingress", num_replicas=server.ingress_replicas,
+                              **server.rollout.serve_options())(Router).bind(config)
+    ingress = serve.deployment(name="ingress", num_replicas=server.ingress_replicas,
                                max_ongoing_requests=server.max_in_flight * 2,
-                               ray_actor_options=system, **server.rollout.serve_options())
+                               ray_actor_options=system, **server.rollout.serve_options())(Ingress)
     return ingress.bind(config, router, tiers)
 
 

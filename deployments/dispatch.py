@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -94,7 +95,7 @@ async def first_output(gen: Any, timeout_s: float, death: asyncio.Event, grace_s
         if nxt not in done and dying in done:
             done, _ = await asyncio.wait({nxt}, timeout=grace_s)
         if nxt not in done:
-            raise asyncio.TimeoutError
+            raise TimeoutError
         return nxt.result()
     finally:
         dying.cancel()

@@ -37,7 +37,9 @@ def avoid_suspended(decision: RouteDecision, config: TierserveConfig) -> RouteDe
         return decision
     fallbacks = [t for t in decision.fallbacks if t not in suspended]
     if decision.tier not in suspended:
-        return decision if fallbacks == decision.fallbacks else decision.model_copy(update={"fallbacks": fallbacks})
+        if fallbacks == decision.fallbacks:
+            return decision
+        return decision.model_copy(update={"fallbacks": fallbacks})
     if decision.reason.removeprefix("key:") in EXPLICIT_REASONS:
         raise OpenAIError(503, f"Tier '{decision.tier}' is suspended (it has no replicas until it is "
                                "resumed); use model 'auto' or another model.",
@@ -76,7 +78,8 @@ class RunningReplicas:
                 status = await asyncio.to_thread(serve.status)
                 app = status.applications.get(self._app_name)
                 deployments = app.deployments if app else {}
-                self._running = {tier: deployments[name].replica_states.get("RUNNING", 0)
+                # Serve's ReplicaState is a str enum with no public import: look it up by value.
+                self._running = {tier: deployments[name].replica_states.get("RUNNING", 0)  # type: ignore[call-overload]
                                  for name, tier in self._deployments.items() if name in deployments}
             except Exception as exc:  # the controller may be restarting; keep the last view
                 logger.warning("could not read Serve status: %r", exc)

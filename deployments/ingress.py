@@ -8,8 +8,9 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -20,13 +21,13 @@ from ray.serve.handle import DeploymentHandle
 from app.config.schema import TierserveConfig
 from app.console.api import ConsoleDeps, console_router
 from app.console.recorder import DecisionLog
+from app.http.admin import admin_router
 from app.http.body import parse_json_object, read_limited
 from app.http.errors import OpenAIError, from_validation_error, install_error_handlers
-from app.http.openapi import add_component_schemas, generation_route
-from app.http.request_id import RequestIdMiddleware
-from app.http.admin import admin_router
 from app.http.feedback import feedback_router
 from app.http.limits import Admission, load_api_keys
+from app.http.openapi import add_component_schemas, generation_route
+from app.http.request_id import RequestIdMiddleware
 from app.keys.counters import make_counters
 from app.keys.enforcer import KeyEnforcer, Principal, Ticket
 from app.keys.models import UsageEvent
@@ -41,13 +42,14 @@ from app.telemetry.request import RequestTrace
 from app.telemetry.tracing import setup as setup_tracing
 from deployments.dispatch import Dispatcher, Opened
 from deployments.elastic import RunningReplicas, avoid_suspended
-from deployments.relay import StreamRelay
 from deployments.metrics import IngressMetrics, reason_kind
+from deployments.relay import StreamRelay
 
 log = logging.getLogger("ray.serve.tierserve.requests")
 AUTO = "auto"
 MAX_SESSION_ID = 256  # the affinity store keeps one entry per session: keys stay small
-_REQUEST_MODELS = {"chat": ChatCompletionRequest, "completion": CompletionRequest}
+_REQUEST_MODELS: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
+    "chat": ChatCompletionRequest, "completion": CompletionRequest}
 
 
 @dataclass
@@ -214,7 +216,7 @@ class Gateway:
         budget_s = self.config.routing.fallback.decision_budget_ms / 1000
         try:
             return await asyncio.wait_for(self.router.route.remote(route_req), budget_s)
-        except asyncio.TimeoutError:  # a slow router must not stall the request
+        except TimeoutError:  # a slow router must not stall the request
             log.warning("router slower than its %.0f ms budget; using the default tier", budget_s * 1000)
             return self._default_decision("router_timeout")
         except Exception as exc:  # never lose a request because the router is down
@@ -305,7 +307,7 @@ class Gateway:
                               headers={**record.headers(), "cache-control": "no-cache"})
 
     @staticmethod
-    async def _relay(relay: StreamRelay, done: "_Once") -> AsyncIterator[bytes]:
+    async def _relay(relay: StreamRelay, done: _Once) -> AsyncIterator[bytes]:
         try:
             async for chunk in relay:
                 yield chunk
@@ -457,13 +459,6 @@ def _prompt_estimate(parsed: Any) -> int:
     template's few tokens a message; the exact count reconciles when the request ends."""
     messages = getattr(parsed, "messages", None)
     return estimate_tokens(parsed.prompt_text()) + (8 * len(messages) + 8 if messages else 0)
-
-
-def _app_name() -> str:
-    try:
-        return serve.get_replica_context().app_name
-    except Exception:  # built outside a replica (tests)
-        return "tierserve"
 
 
 def _request_id(request: Request) -> str:

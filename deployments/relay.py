@@ -18,8 +18,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from app.http.errors import OpenAIError
 from app.protocol.internal import RouteDecision, TierCall, TierError, TierFinal
@@ -185,7 +186,7 @@ class StreamRelay:
                 except asyncio.CancelledError:
                     self._record.status = 499  # client went away: stop the engine's work too
                     raise
-                except asyncio.TimeoutError:  # a stuck engine must not hold the client forever
+                except TimeoutError:  # a stuck engine must not hold the client forever
                     self._record.status = 504
                     yield error_event(f"the tier sent nothing for {self._idle_timeout_s:.0f} s",
                                       "timeout_error", "stream_idle_timeout")

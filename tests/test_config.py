@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from app.config import ConfigError, load_config
-from app.config.schema import TierConfig
 from app.config.loader import REPO_ROOT, list_profiles
+from app.config.schema import TierConfig
 
 
 @pytest.fixture

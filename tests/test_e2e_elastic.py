@@ -1,5 +1,6 @@
 """Elastic tiers on a real multi-node Ray cluster on loopback (app/cluster.py): a head that runs
-no model (only the ingress and router, pool_system) and three worker nodes (pool_fast, pool_reasoning, pool_fast), started by the fixture
+no model (only the ingress and router, pool_system) and three worker nodes (pool_fast,
+pool_reasoning, pool_fast), started by the fixture
 with its own ports and temp dir and stopped by PID; real vLLM on the CPU with the tiny models.
 
 Profile local-elastic (fast 1 -> 2 replicas, reasoning 0 -> 1) plus, in a copy of configs/,

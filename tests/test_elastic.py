@@ -65,7 +65,7 @@ class _Tier:
     def __init__(self, delay_s: float) -> None:
         self.generate, self._delay_s = self, delay_s
 
-    def options(self, **_: object) -> "_Tier":
+    def options(self, **_: object) -> _Tier:
         return self
 
     def remote(self, call: TierCall) -> _Gen:
@@ -73,10 +73,10 @@ class _Tier:
 
 
 class _Nothing:
-    def __getattr__(self, _: str) -> "_Nothing":
+    def __getattr__(self, _: str) -> _Nothing:
         return self
 
-    def __call__(self, *a: object, **k: object) -> "_Nothing":
+    def __call__(self, *a: object, **k: object) -> _Nothing:
         return self
 
 

@@ -12,7 +12,7 @@ import yaml
 from app.config import load_config
 from app.k8s import consistency, cost
 from app.k8s.cli import main as k8s_main
-from app.k8s.render import VALUES_DIR, RenderError, Rendered, parse_resources_param, render, write_out
+from app.k8s.render import VALUES_DIR, Rendered, RenderError, parse_resources_param, render, write_out
 from app.k8s.validate import validate_rendered
 from app.serve_config import render_serve_config
 
@@ -125,7 +125,8 @@ def test_ingress_with_tls_points_at_the_serve_service() -> None:
 def test_network_policy_limits_serve_and_metrics(default: Rendered) -> None:
     rules = _one(default.objects, "NetworkPolicy")["spec"]["ingress"]
     by_port = {p["port"]: r["from"] for r in rules for p in r.get("ports") or []}
-    assert by_port[8000][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
+    ingress_ns = {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert by_port[8000][0]["namespaceSelector"]["matchLabels"] == ingress_ns
     assert by_port[8080][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
 
@@ -148,7 +149,8 @@ def test_consistency_catches_manifest_level_mismatches(default: Rendered) -> Non
     config = default.config
     objects = copy.deepcopy(default.objects)
     rs = _one(objects, "RayService")
-    fast = next(g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "tier-fast")
+    groups = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    fast = next(g for g in groups if g["groupName"] == "tier-fast")
     fast["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 2
     rs["spec"]["serveConfigV2"] = rs["spec"]["serveConfigV2"].replace("profile: gpu", "profile: local-cpu")
     rs["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-gpus"] = "1"
@@ -157,7 +159,8 @@ def test_consistency_catches_manifest_level_mismatches(default: Rendered) -> Non
         e for e in fast_env if e["name"] != "RAY_SERVE_ENABLE_HA_PROXY"]
     errors = "\n".join(consistency.check(objects, config))
     assert "tier-fast: container ray-worker env {'RAY_SERVE_ENABLE_HA_PROXY': None} differs" in errors
-    assert "tier-fast: rayStartParams.num-gpus='1' but container ray-worker has nvidia.com/gpu limit 2" in errors
+    assert ("tier-fast: rayStartParams.num-gpus='1' but container ray-worker has nvidia.com/gpu limit 2"
+            in errors)
     assert "serveConfigV2 differs from configs/" in errors
     assert "head: rayStartParams.num-gpus must be \"0\"" in errors
 
@@ -170,7 +173,8 @@ def _values_file(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"tiers": {"fast": {"cpuu": "8"}}}, "additional properties 'cpuu' not allowed"),
-    ({"head": {"rayStartParams": {"num-cpus": 0}}}, "/head/rayStartParams/num-cpus': got number, want string"),
+    ({"head": {"rayStartParams": {"num-cpus": 0}}},
+     "/head/rayStartParams/num-cpus': got number, want string"),
     ({"tiers": {"fast": {"rayStartParams": {"num-gpus": "2"}}}},
      "tiers.fast.rayStartParams.num-gpus='2' disagrees with the 1 GPU(s) the pod requests"),
     ({"tiers": {"fast": {"cpu": "2"}}}, "tiers.fast.cpu='2': the tier needs 4 CPU(s) per replica"),
@@ -217,7 +221,8 @@ def test_consistency_catches_a_pool_on_the_wrong_group(default: Rendered) -> Non
     workers["tier-fast"]["rayStartParams"].pop("resources")
     rs["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["resources"] = \
         workers["system"]["rayStartParams"]["resources"]
-    workers["system"]["rayStartParams"]["resources"] = workers["tier-reasoning"]["rayStartParams"]["resources"]
+    reasoning_resources = workers["tier-reasoning"]["rayStartParams"]["resources"]
+    workers["system"]["rayStartParams"]["resources"] = reasoning_resources
     errors = "\n".join(consistency.check_pools(rs, default.config))
     assert "server.node_pool pool_system (ingress and router) is advertised by ['head']" in errors
     assert "worker group tier-fast does not advertise pool_fast" in errors

@@ -300,7 +300,8 @@ def test_matrix_sweep_writes_table_and_plot(tierserve_stack, tmp_path):
 
     base = scenario("short", duration_s=3, stream=True)
     rows = run_matrix(base, tierserve_stack.base_url, tmp_path, users=[1, 2], payloads=["short", "long"])
-    assert [(r["payload"], r["users"]) for r in rows] == [("short", 1), ("short", 2), ("long", 1), ("long", 2)]
+    expected = [("short", 1), ("short", 2), ("long", 1), ("long", 2)]
+    assert [(r["payload"], r["users"]) for r in rows] == expected
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows)
     assert (tmp_path / "matrix.png").read_bytes()[:4] == PNG_MAGIC
     assert len((tmp_path / "matrix.md").read_text().strip().splitlines()) == 2 + len(rows)

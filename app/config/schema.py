@@ -43,7 +43,7 @@ class AutoscalingConfig(Strict):
     downscale_delay_s: float = Field(300, ge=0)
 
     @model_validator(mode="after")
-    def _bounds(self) -> "AutoscalingConfig":
+    def _bounds(self) -> AutoscalingConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must be <= max_replicas")
         return self
@@ -78,7 +78,7 @@ class TierResources(Strict):
         return pool_demand(self.node_pool)
 
     @model_validator(mode="after")
-    def _gpu_matches(self) -> "TierResources":
+    def _gpu_matches(self) -> TierResources:
         if self.accelerator == "gpu" and self.num_gpus <= 0:
             raise ValueError("accelerator 'gpu' needs num_gpus > 0")
         if self.accelerator == "cpu" and self.num_gpus:
@@ -145,7 +145,7 @@ class TierConfig(Strict):
         return f"tier-{self.name}"
 
     @model_validator(mode="after")
-    def _no_duplicate_len(self) -> "TierConfig":
+    def _no_duplicate_len(self) -> TierConfig:
         if "max_model_len" in self.engine_kwargs:
             raise ValueError("set max_model_len on the tier, not in engine_kwargs")
         if self.stream_coalesce_max_ms < self.stream_coalesce_ms:
@@ -283,7 +283,7 @@ class RoutingConfig(Strict):
         return data
 
     @model_validator(mode="after")
-    def _ladder_shape(self) -> "RoutingConfig":
+    def _ladder_shape(self) -> RoutingConfig:
         if len(self.ladder) < 2:
             raise ValueError("routing needs a ladder of at least two tiers (or weak_tier and strong_tier)")
         if len(set(self.ladder)) != len(self.ladder):
@@ -409,7 +409,7 @@ class ServerConfig(Strict):
     tracing: TracingConfig = TracingConfig()
 
     @model_validator(mode="after")
-    def _default_within_limit(self) -> "ServerConfig":
+    def _default_within_limit(self) -> ServerConfig:
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens must be <= max_tokens_limit")
         return self
@@ -433,7 +433,7 @@ class TierserveConfig(Strict):
     server: ServerConfig = ServerConfig()
 
     @model_validator(mode="after")
-    def _references(self) -> "TierserveConfig":
+    def _references(self) -> TierserveConfig:
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique, got {names}")

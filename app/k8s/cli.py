@@ -9,9 +9,17 @@ from typing import Any
 
 from app.config import ConfigError
 from app.k8s import cost
-from app.k8s.render import (DEFAULT_NAMESPACE, DEFAULT_PROFILE, DEFAULT_RELEASE, VALUES_DIR,
-                            RenderError, Rendered, merge_values, render,
-                            write_out)
+from app.k8s.render import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_PROFILE,
+    DEFAULT_RELEASE,
+    VALUES_DIR,
+    Rendered,
+    RenderError,
+    merge_values,
+    render,
+    write_out,
+)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

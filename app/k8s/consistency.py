@@ -9,7 +9,8 @@ pod keeps its model caches on a volume, and an s3:// tier gets its credentials f
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import yaml
 
@@ -57,8 +58,11 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 def suspended_tiers(rs: dict[str, Any], config: TierserveConfig) -> frozenset[str]:
     """Tiers whose worker group carries the chart's suspend annotation."""
+    def annotations(tpl: dict) -> dict:
+        return (tpl.get("metadata") or {}).get("annotations") or {}
+
     marked = {name for name, _, tpl in _pod_groups(rs)
-              if ((tpl.get("metadata") or {}).get("annotations") or {}).get("tierserve.io/suspended") == "true"}
+              if annotations(tpl).get("tierserve.io/suspended") == "true"}
     return frozenset(t.name for t in config.tiers if f"tier-{t.name}" in marked)
 
 
@@ -288,4 +292,5 @@ def check(objects: list[dict[str, Any]], config: TierserveConfig) -> list[str]:
         return [f"expected exactly one RayService, found {len(services)}"]
     rs = services[0]
     return (check_serve_config(rs, config) + check_serve_env(rs, config) + check_groups(rs, config)
-            + check_pools(rs, config) + check_ports(objects, rs) + check_model_cache(rs, config) + check_keys_env(rs, config))
+            + check_pools(rs, config) + check_ports(objects, rs) + check_model_cache(rs, config)
+            + check_keys_env(rs, config))
