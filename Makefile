@@ -10,8 +10,9 @@ up: setup
 down:
 	.venv/bin/tierserve down
 
-test: setup
-	.venv/bin/pytest -q
+# The fast lane first (`make check`: seconds to minutes), then the end-to-end suite on a real
+# Ray cluster with vLLM on the CPU.
+test: check test-e2e
 
 test-fast: setup
 	.venv/bin/pytest -q -m "not e2e"
