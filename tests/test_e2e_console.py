@@ -131,9 +131,10 @@ def test_playground_streams_and_shows_tier_and_reason(page):
     assert msg.get_attribute("data-state") == "done", msg.inner_text()
     assert meta(msg, "tier") == "fast" and meta(msg, "reason").startswith("rule:")
     assert meta(msg, "ttft").endswith(" ms") and int(meta(msg, "tokens")) > 1
-    # Token by token: one content event per token, over several network reads (the tier sends
-    # its first chunk alone, the rest every few ms), each rendered as it came.
-    assert int(msg.get_attribute("data-events")) == int(meta(msg, "tokens"))
+    # Token by token: one content event per token (a token may decode to no text yet), over
+    # several network reads (the tier sends its first chunk alone, the rest every few ms),
+    # each rendered as it came.
+    assert 1 < int(msg.get_attribute("data-events")) <= int(meta(msg, "tokens"))
     assert int(msg.get_attribute("data-reads")) > 1
     rid = meta(msg, "request")
     # The decision appears in the console's recent decisions, with its tier and TTFT.

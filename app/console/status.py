@@ -58,12 +58,16 @@ def _serve_status(app_name: str) -> Any:
 
 def _replica_actors(app_name: str) -> list[dict[str, Any]]:
     """Alive Serve replica actors of `app_name`, with their nodes (Ray's state API)."""
-    from ray.util.state import list_actors, list_nodes
+    import ray
+    from ray.util.state import list_actors
 
+    # This cluster's address, never "auto": another Ray on the machine would make that ambiguous.
+    address = ray.get_runtime_context().gcs_address
     prefix = f"ServeReplica:{app_name}:"
-    actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, timeout=5)
+    actors = [a for a in list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=10_000,
+                                     timeout=5)
               if (a.class_name or "").startswith(prefix)]
-    ips = {n.node_id: n.node_ip for n in list_nodes(limit=1_000, timeout=5)}
+    ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     return [{"deployment": a.class_name[len(prefix):], "actor_id": a.actor_id, "node_id": a.node_id,
              "node_ip": ips.get(a.node_id or ""), "state": a.state, "pid": a.pid} for a in actors]
 
