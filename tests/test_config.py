@@ -26,7 +26,8 @@ def _edit(path: Path, fn) -> None:
 
 
 def test_profiles_load():
-    assert list_profiles() == ["gpu", "gpu-t4", "local-cpu", "local-cpu-3tier", "local-elastic"]
+    assert list_profiles() == ["gpu", "gpu-t4", "local-cpu", "local-cpu-3tier", "local-cpu-costaware",
+                             "local-elastic"]
     cpu, gpu = load_config("local-cpu"), load_config("gpu")
     assert [t.name for t in cpu.tiers] == [t.name for t in gpu.tiers] == ["fast", "reasoning"]
     assert all(t.resources.accelerator == "cpu" and t.resources.num_gpus == 0 for t in cpu.tiers)
