@@ -20,6 +20,7 @@ from app.routing.training.data import DEFAULT_DATA_DIR
 ARTIFACTS = REPO_ROOT / "app" / "routing" / "artifacts"
 HAND_ARTIFACT = ARTIFACTS / "complexity.json"
 EMBED_ARTIFACT = ARTIFACTS / "complexity_embed.json"
+EMBED_GAIN_ARTIFACT = ARTIFACTS / "complexity_embed_gain.json"
 
 
 def _configured_artifact(profile: str = "local-cpu") -> Path:
@@ -55,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     if not args.calibrate_only:
         if args.scorer == "embedding":
             from app.routing.training.train_embed import train
-            out = args.out or EMBED_ARTIFACT
+            out = args.out or (EMBED_GAIN_ARTIFACT if args.objective == "gain" else EMBED_ARTIFACT)
         else:
             from app.routing.training.train import train  # type: ignore[assignment]
             out = args.out or HAND_ARTIFACT
@@ -63,7 +64,11 @@ def _train(args: argparse.Namespace) -> int:
         extra = getattr(args, "feedback_rows", None)
         if extra is not None and args.scorer != "embedding":
             raise SystemExit("--from-feedback trains the embedding scorer (--scorer embedding)")
-        kwargs = {"extra": extra} if extra is not None else {}
+        kwargs: dict = {"extra": extra} if extra is not None else {}
+        if args.scorer == "embedding":
+            kwargs["objective"] = args.objective
+        elif args.objective != "needs-strong":
+            raise SystemExit("--objective gain is a recipe of the embedding scorer")
         result = train(args.data, seed=args.seed, strong_share=shares[-1] / sum(shares), **kwargs)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result.scorer.dumps())
@@ -157,6 +162,9 @@ def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--scorer", choices=["embedding", "hand-features"], default="embedding",
                    help="embedding: v2 (wordllama vectors + hand features); hand-features: v1")
+    p.add_argument("--objective", choices=["needs-strong", "gain"], default="needs-strong",
+                   help="embedding scorer: needs-strong (P(only the strong model is right)) or gain "
+                        "(that minus P(only the weak one is right), the expected gain of going up)")
     p.add_argument("--out", type=Path, help="default: the scorer's artifact in app/routing/artifacts/")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", default="local-cpu", help="whose ladder and policy to calibrate")

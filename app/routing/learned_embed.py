@@ -57,11 +57,15 @@ class EmbeddingScorer:
     embedding: dict[str, str]  # package, version, table, fingerprint
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
     feature_names: tuple[str, ...] = DENSE_NAMES
+    # Objective "gain" (route-train --objective gain): heads for P(weak right, strong wrong); the
+    # score is then (1 + P(only strong right) - P(only weak right)) / 2, the expected gain of
+    # going up (what APGR rewards), in [0, 1].
+    hurt: tuple[Head, Head] | None = None  # (options, free)
 
     def __post_init__(self) -> None:
         if self.feature_names != DENSE_NAMES:
             raise ArtifactError("artifact was trained on other features; run `tierserve route-train`")
-        for head in (self.options, self.free):
+        for head in (self.options, self.free, *(self.hurt or ())):
             if not len(head.mean) == len(head.scale) == len(head.weights) == len(DENSE_NAMES):
                 raise ArtifactError(f"artifact head vectors must have {len(DENSE_NAMES)} entries")
 
@@ -74,10 +78,11 @@ class EmbeddingScorer:
         return BoundEmbeddingScorer(self, embedder)
 
     def to_dict(self) -> dict[str, Any]:
+        heads = {"options": self.options.to_dict(), "free": self.free.to_dict()}
+        if self.hurt is not None:
+            heads |= {"hurt_options": self.hurt[0].to_dict(), "hurt_free": self.hurt[1].to_dict()}
         return {"version": ARTIFACT_VERSION, "model": MODEL, "features": list(self.feature_names),
-                "embedding": self.embedding, "heads": {"options": self.options.to_dict(),
-                                                       "free": self.free.to_dict()},
-                "meta": self.meta}
+                "embedding": self.embedding, "heads": heads, "meta": self.meta}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EmbeddingScorer:
@@ -86,9 +91,11 @@ class EmbeddingScorer:
                                 f"{data.get('model')}")
         try:
             heads = data["heads"]
+            hurt = ((Head.from_dict(heads["hurt_options"]), Head.from_dict(heads["hurt_free"]))
+                    if "hurt_options" in heads else None)
             return cls(Head.from_dict(heads["options"]), Head.from_dict(heads["free"]),
                        dict(data["embedding"]), dict(data.get("meta") or {}),
-                       tuple(data["features"]))
+                       tuple(data["features"]), hurt)
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"artifact is missing a field: {exc}") from exc
 
@@ -106,28 +113,45 @@ class BoundEmbeddingScorer:
         self._emb = embedder
         self._heads = {True: model.options.arrays(), False: model.free.arrays()}
         self._bias = {True: model.options.bias, False: model.free.bias}
+        self._hurt = None if model.hurt is None else (
+            {True: model.hurt[0].arrays(), False: model.hurt[1].arrays()},
+            {True: model.hurt[0].bias, False: model.hurt[1].bias})
 
-    def logit(self, text: str) -> float:
-        ef = embed_features.extract(text, self._emb)
-        x = np.array(complexity_features.extract(text) + list(ef.extra))
-        w, m, u = self._heads[ef.has_options]
-        z = self._bias[ef.has_options] + float((x - m) @ w)
+    @staticmethod
+    def _z(heads: dict, bias: dict, x: np.ndarray, ef: embed_features.EmbedFeatures) -> float:
+        w, m, u = heads[ef.has_options]
+        z = bias[ef.has_options] + float((x - m) @ w)
         if u is not None:
             z += float(ef.mean @ u)
         return z
 
+    def _logits(self, text: str) -> tuple[float, float | None]:
+        ef = embed_features.extract(text, self._emb)
+        x = np.array(complexity_features.extract(text) + list(ef.extra))
+        z = self._z(self._heads, self._bias, x, ef)
+        return z, None if self._hurt is None else self._z(*self._hurt, x, ef)
+
+    def logit(self, text: str) -> float:
+        return self._logits(text)[0]
+
     def score_text(self, text: str) -> float:
-        z = self.logit(text)
-        if z >= 0:  # two branches keep exp() from overflowing
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
+        z, hurt = self._logits(text)
+        if hurt is None:
+            return _sigmoid(z)
+        return (1.0 + _sigmoid(z) - _sigmoid(hurt)) / 2
 
     def score(self, features: RequestFeatures) -> float:
         return self.score_text(features.text)
 
     def dumps(self) -> str:
         return self.model.dumps()
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:  # two branches keep exp() from overflowing
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 def load(path: str | Path) -> BoundEmbeddingScorer:

@@ -18,7 +18,7 @@ from app.routing.training import train_embed
 from app.routing.training.data import GSM8K, Row, kfold_by_subject, load_rows, split_rows
 from app.routing.training.metrics import random_apgr, routing_curve
 
-RECIPES = ("hand-features", "embedding")
+RECIPES = ("hand-features", "embedding", "embedding-gain")
 
 
 def _hand_recipe(train_rows: list[Row], seed: int, x_all: np.ndarray, index: dict) -> np.ndarray:
@@ -78,9 +78,12 @@ def kfold(data_dir: Path, k: int = 5, seed: int = 0) -> dict[str, list[FoldScore
         test_idx = np.array([index[(r.group, r.digest)] for r in fold.test])
         out["hand-features"].append(_measure(_hand_recipe(fold.train, seed, x_hand, index)[test_idx],
                                              fold.test))
-        scorer, _ = train_embed.fit_recipe(fold.train, seed, cache=cache)  # type: ignore[arg-type]
-        out["embedding"].append(_measure(train_embed.logits(scorer, cache["all"].take(test_idx)),
-                                         fold.test))
+        scorer, _ = train_embed.fit_recipe(fold.train, seed, cache=cache,  # type: ignore[arg-type]
+                                           objective="gain")
+        test_m = cache["all"].take(test_idx)  # type: ignore[union-attr]
+        # The gain scorer's needs-strong heads are the plain embedding recipe, fitted once.
+        out["embedding"].append(_measure(train_embed.logits(scorer, test_m), fold.test))
+        out["embedding-gain"].append(_measure(train_embed.scores(scorer, test_m), fold.test))
         out["random"].append(_random(fold.test))
     return out
 

@@ -10,8 +10,9 @@ heads are refit on all training rows and the PCA is folded into one weight vecto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -52,6 +53,14 @@ class Matrices:
 
     def __len__(self) -> int:
         return len(self.dense)
+
+    def swapped(self) -> Matrices:
+        """Weak and strong swapped: the label becomes "only the weak model was right"."""
+        return Matrices(self.dense, self.emb, self.options, self.strong, self.weak)
+
+
+Objective = Literal["needs-strong", "gain"]
+OBJECTIVES: tuple[Objective, ...] = ("needs-strong", "gain")
 
 
 def matrices(rows: list[Row], embedder: StaticEmbedder | None = None) -> Matrices:
@@ -98,8 +107,20 @@ def fit(m: Matrices, l2_options: float, l2_free: float, embedding: dict[str, str
                            embedding, meta or {})
 
 
+def scores(s: EmbeddingScorer, m: Matrices) -> np.ndarray:
+    """Vectorised scores, ranked as the scorer ranks: the logit, or with hurt heads the gain."""
+    if s.hurt is None:
+        return logits(s, m)
+    hurt = replace(s, options=s.hurt[0], free=s.hurt[1], hurt=None)
+    return (1 + _sigmoid(logits(s, m)) - _sigmoid(logits(hurt, m))) / 2
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 def logits(s: EmbeddingScorer, m: Matrices) -> np.ndarray:
-    """Vectorised scorer logits (ranks as the probabilities do)."""
+    """Vectorised logits of the needs-strong heads (ranks as their probabilities do)."""
     out = np.zeros(len(m.dense))
     for head, mask in ((s.options, m.options), (s.free, ~m.options)):
         w = np.array(head.weights) / np.array(head.scale)
@@ -131,15 +152,27 @@ def embedding_info(embedder: StaticEmbedder) -> dict[str, str]:
 
 
 def fit_recipe(train_rows: list[Row], seed: int, embedder: StaticEmbedder | None = None,
-               cache: dict[str, Matrices] | None = None,
-               extra: Matrices | None = None) -> tuple[EmbeddingScorer, Matrices]:
+               cache: dict[str, Matrices] | None = None, extra: Matrices | None = None,
+               objective: Objective = "needs-strong",
+               swap: bool = False) -> tuple[EmbeddingScorer, Matrices]:
     """The whole recipe on some rows: inner split, L2 per head, refit. Used by train and k-fold.
-    `extra`: more training rows (labelled traffic) for the refit; L2 is still chosen on the rows."""
+    `extra`: more training rows (labelled traffic) for the refit; L2 is still chosen on the rows.
+    `objective` "gain": also fit hurt heads, the same recipe on "only the weak model was right"."""
     embedder = embedder or shared_embedder()
+    if objective == "gain":
+        scorer, m = fit_recipe(train_rows, seed, embedder, cache, extra)
+        hurt, _ = fit_recipe(train_rows, seed, embedder, cache, extra, swap=True)
+        meta = {**scorer.meta, "objective": "gain", "hurt_l2_options": hurt.meta["l2_options"],
+                "hurt_l2_free": hurt.meta["l2_free"], "hurt_validation_apgr": hurt.meta["validation_apgr"]}
+        return replace(scorer, hurt=(hurt.options, hurt.free), meta=meta), m
     info = embedding_info(embedder)
     inner = split_rows(train_rows, HELDOUT_SHARE, seed + 1)
-    get = (lambda rows: matrices(rows, embedder)) if cache is None else \
-        (lambda rows: _from_cache(rows, cache))
+
+    def get(rows: list[Row]) -> Matrices:
+        got = matrices(rows, embedder) if cache is None else _from_cache(rows, cache)
+        return got.swapped() if swap else got
+    if swap and extra is not None:
+        extra = extra.swapped()
     l2o, l2f, table = choose_l2(get(inner.train), get(inner.test), info)
     m = get(train_rows)
     meta = {"seed": seed, "l2_options": l2o, "l2_free": l2f, "pca_dims": PCA_DIMS,
@@ -163,17 +196,16 @@ class TrainResult:
 
 
 def train(data_dir: Path, seed: int = 0, strong_share: float = 0.3,
-          extra: Matrices | None = None) -> TrainResult:
+          extra: Matrices | None = None, objective: Objective = "needs-strong") -> TrainResult:
     """`extra`: labelled traffic (route-train --from-feedback), added to the training rows."""
     rows = load_rows(data_dir)
     split = split_rows(rows, HELDOUT_SHARE, seed)
-    scorer, m = fit_recipe(split.train, seed, extra=extra)
+    scorer, m = fit_recipe(split.train, seed, extra=extra, objective=objective)
     scorer.meta.update({
         "heldout_share": HELDOUT_SHARE,
         "train_subjects": sorted({r.group for r in split.train if r.source != GSM8K}),
         "heldout_subjects": sorted({r.group for r in split.test if r.source != GSM8K}),
         "gsm8k_train_digests": sorted(r.digest for r in split.train if r.source == GSM8K),
     })
-    z = logits(scorer, m)
-    probs = 1.0 / (1.0 + np.exp(-z))
+    probs = scores(scorer, m) if scorer.hurt is not None else _sigmoid(logits(scorer, m))
     return TrainResult(scorer, round(calibrate_threshold(probs, strong_share), 6))
