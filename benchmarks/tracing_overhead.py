@@ -31,24 +31,28 @@ from tests.otlp_receiver import OtlpReceiver  # noqa: E402
 PROMPT = "Say hello to the operators of a tiered inference platform."
 
 
-def p50_ttft_ms(url: str, requests: int) -> tuple[float, float]:
-    """TTFT p50 and end-to-end p50 (ms) of `requests` sequential streams."""
+FAILED: list[str] = []  # "phase: HTTP status" of each failed stream, printed with the table
+
+
+def p50_ttft_ms(url: str, requests: int, phase: str = "warm-up") -> tuple[float, float]:
+    """TTFT p50 and end-to-end p50 (ms) of `requests` sequential streams (failures listed)."""
     body = chat_body("auto", PROMPT, 32)
     timings, _ = asyncio.run(run_pass(url, body, 1, requests))
     ok = [t for t in timings if t.ok]
-    if len(ok) != len(timings):
-        raise RuntimeError(f"{len(timings) - len(ok)} of {len(timings)} requests failed")
+    FAILED.extend(f"{phase}: HTTP {t.status}" for t in timings if not t.ok)
+    if len(ok) < len(timings) // 2:
+        raise RuntimeError(f"{len(timings) - len(ok)} of {len(timings)} requests failed: {FAILED}")
     return (statistics.median(t.ttft_s for t in ok) * 1000,
             statistics.median(t.total_s for t in ok) * 1000)
 
 
-def measure(passes: int, requests: int) -> list[tuple[float, float]]:
+def measure(passes: int, requests: int, phase: str) -> list[tuple[float, float]]:
     temp_dir = tempfile.mkdtemp(prefix="tst-bench-", dir="/tmp")
     stack = start_private_stack("local-cpu", temp_dir)
     try:
         url = f"{stack.base_url}/v1/chat/completions"
         p50_ttft_ms(url, 8)  # warm-up
-        return [p50_ttft_ms(url, requests) for _ in range(passes)]
+        return [p50_ttft_ms(url, requests, phase) for _ in range(passes)]
     finally:
         stop(stack)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -62,11 +66,11 @@ def main() -> int:
     args = parser.parse_args()
     env = load_config("local-cpu").server.tracing.endpoint_env
     os.environ.pop(env, None)
-    off = measure(args.passes, args.requests)
+    off = measure(args.passes, args.requests, "off")
     receiver = OtlpReceiver()
     os.environ[env] = receiver.url
     try:
-        on = measure(args.passes, args.requests)
+        on = measure(args.passes, args.requests, "on")
     finally:
         os.environ.pop(env, None)
         receiver.close()
@@ -79,6 +83,7 @@ def main() -> int:
     delta = statistics.median(t for t, _ in on) - statistics.median(t for t, _ in off)
     print(f"tracing adds {delta:+.1f} ms to TTFT p50 at concurrency 1 (auto, 32 tokens); "
           f"{len(receiver.spans)} spans received in {receiver.requests} exports")
+    print(f"failed streams (excluded from the medians): {FAILED or 'none'}")
     return 0
 
 
