@@ -55,6 +55,9 @@ def measure(passes: int, requests: int, phase: str) -> list[tuple[float, float]]
         return [p50_ttft_ms(url, requests, phase) for _ in range(passes)]
     finally:
         stop(stack)
+        if keep := os.environ.get("TIERSERVE_BENCH_KEEP_LOGS"):  # to read why a stream failed
+            shutil.copytree(Path(temp_dir) / "session_latest" / "logs", Path(keep) / phase,
+                            dirs_exist_ok=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
