@@ -67,8 +67,10 @@ class TrafficRecorder:
             prompt=req.prompt_text if self._config.server.log_prompts else None)
 
     async def _observe(self, req: RouteRequest, decision: RouteDecision) -> None:
-        try:
-            record = await asyncio.to_thread(self._record, req, decision)
+        try:  # CPU work (a shadow score, features) in a thread; a bare record inline
+            heavy = self._shadow is not None or self._config.routing.feedback.record_features
+            record = (await asyncio.to_thread(self._record, req, decision) if heavy
+                      else self._record(req, decision))
         except Exception as exc:  # a broken shadow artifact must not touch serving
             log.warning("decision record failed: %r", exc)
             return
