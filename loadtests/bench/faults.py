@@ -149,10 +149,11 @@ async def run_phase(url: str, plan: FaultsPlan, fault: str, stack: LocalStack, r
             busy = True
             try:
                 await asyncio.to_thread(redeploy_changed_config, stack, plan.profile)
-                # Serve takes the new config asynchronously: first see the rollout start.
+                # Serve takes the new config asynchronously (a build task imports the app first,
+                # tens of seconds on a busy CPU): first see the rollout start.
                 started = time.monotonic()
                 while await asyncio.to_thread(app_status, stack) == "RUNNING":
-                    if time.monotonic() - started > 60:
+                    if time.monotonic() - started > 300:
                         raise RuntimeError("serve deploy of a changed config started no rollout")
                     await asyncio.sleep(0.5)
                 while not await asyncio.to_thread(rollout_finished, stack):
