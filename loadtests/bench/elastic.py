@@ -46,7 +46,7 @@ class ElasticPlan:
     low_concurrency: int = 2
     high_concurrency: int = 12
     phase_s: float = 20
-    max_tokens: int = 32
+    max_tokens: int = 64
     scale_timeout_s: float = 300
 
 
@@ -56,6 +56,7 @@ class Request:
     ttft_s: float | None = None
     done: bool = False
     status: int = 0
+    error: str | None = None  # the error code (non-200), "stream_error", "no_done" or "http"
 
 
 @dataclass
@@ -84,23 +85,44 @@ class Load:
             try:
                 async with client.stream("POST", self.url, json=body) as resp:
                     req.status = resp.status_code
+                    if resp.status_code != 200:
+                        raw = await resp.aread()
+                        req.error = str((json.loads(raw).get("error") or {}).get("code") or resp.status_code)
+                        continue
                     async for line in resp.aiter_lines():
                         if req.ttft_s is None and line.startswith("data: {"):
                             req.ttft_s = time.monotonic() - req.sent
+                        if line.startswith("data: {") and '"error"' in line:
+                            req.error = "stream_error"
                         if line == "data: [DONE]":
-                            req.done = resp.status_code == 200
-            except httpx.HTTPError:
-                req.status = -1
-            await asyncio.sleep(0.05)
+                            req.done = req.error is None
+                    if not req.done and req.error is None:
+                        req.error = "no_done"
+            except (httpx.HTTPError, ValueError):
+                req.status, req.error = -1, "http"
+            except asyncio.CancelledError:  # the bench ended this client, not the server
+                req.error = "cancelled"
+                raise
+            finally:
+                await asyncio.sleep(0.05)
 
 
 def ttft_stats(reqs: list[Request], slo_s: float) -> dict[str, Any]:
+    """TTFT of the answered requests; SLO attainment over every request sent (an error or a
+    rate-limit 429 is a miss); errors by code."""
     ttfts = sorted(r.ttft_s for r in reqs if r.ttft_s is not None and r.done)
+    errors: dict[str, int] = {}
+    reqs = [r for r in reqs if r.error != "cancelled"]
+    for r in reqs:
+        if r.error:
+            errors[r.error] = errors.get(r.error, 0) + 1
     if not ttfts:
-        return {"n": len(reqs), "ttft_p50_s": None, "ttft_p95_s": None, "slo_attainment": None}
+        return {"n": len(reqs), "ttft_p50_s": None, "ttft_p95_s": None, "slo_attainment": None,
+                "errors": errors}
     p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
     return {"n": len(reqs), "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_p95_s": round(p95, 3),
-            "slo_attainment": round(sum(t <= slo_s for t in ttfts) / len(reqs), 3)}
+            "slo_attainment": round(sum(t <= slo_s for t in ttfts) / max(1, len(reqs)), 3),
+            "errors": errors}
 
 
 def _sent_between(reqs: list[Request], start: float, end: float) -> list[Request]:
@@ -186,10 +208,11 @@ async def _measure(plan: ElasticPlan, stack: lc.LocalStack, config: TierserveCon
         auto.resize(0, client)
         await asyncio.sleep(0.5)
         unstarted = [r for r in auto.requests if r.ttft_s is None or r.sent + r.ttft_s >= killed_at]
-        finished = [r for r in unstarted if r.done or r.status != 0]
+        finished = [r for r in unstarted if r.error != "cancelled" and (r.done or r.status != 0)]
         out["node_kill_requests"] = len(auto.requests)
         out["node_kill_unstarted"] = len(finished)
         out["node_kill_lost"] = sum(not r.done for r in finished)
+        out["node_kill_lost_errors"] = [r.error for r in finished if not r.done]
     return out
 
 
@@ -227,7 +250,7 @@ def run_elastic(plan: ElasticPlan, out_dir: Path) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> str:
     def row(name: str, s: dict[str, Any]) -> str:
         return (f"| TTFT {name} | p50 {s['ttft_p50_s']} s, p95 {s['ttft_p95_s']} s, "
-                f"SLO attainment {s['slo_attainment']} (n={s['n']}) |")
+                f"SLO attainment {s['slo_attainment']} (n={s['n']}, errors {s['errors'] or 0}) |")
 
     lines = ["| measure | value |", "|---|---|",
              f"| deploy -> ready ({r['plan']['nodes']} workers + head) | {r['deploy_to_ready_s']} s |",
@@ -239,5 +262,5 @@ def table(r: dict[str, Any]) -> str:
              f"| scale-down: load drop -> 1 fast replica | {r['scale_down_s']} s |",
              f"| node kill -> fast replica serving on another node | {r['node_kill_recovery_s']} s |",
              f"| requests not started at the kill: lost / total | {r['node_kill_lost']} / "
-             f"{r['node_kill_unstarted']} |"]
+             f"{r['node_kill_unstarted']} {r['node_kill_lost_errors'] or ''} |"]
     return "\n".join(lines)
