@@ -186,3 +186,25 @@ ray_serve_num_ongoing_requests{deployment="tier-fast"} 7.0
     stats = engine_stats.parse([text])
     assert stats["tiny-fast"].kv_cache_usage == 0.5 and stats["tiny-fast"].running == 4.0
     assert stats["tiny-fast"].engines == 2 and stats["tiny-reasoning"].waiting == 2.0
+
+
+def test_make_up_prints_where_the_console_is(monkeypatch):
+    from app.console.links import console_line
+
+    base = load_config("local-cpu")
+
+    def with_mode(mode: str):
+        server = base.server.model_copy(update={"console": base.server.console.model_copy(
+            update={"mode": mode})})
+        return base.model_copy(update={"server": server})
+
+    monkeypatch.delenv("TIERSERVE_ADMIN_KEYS", raising=False)
+    monkeypatch.delenv("TIERSERVE_ADMIN_KEY_FILE", raising=False)
+    url = "http://127.0.0.1:8000"
+    open_line = console_line(with_mode("loopback"), url)
+    assert open_line == f"{url}/console/ (open on loopback: no admin key is set)"
+    assert console_line(with_mode("on"), url).startswith("off until an admin key is set")
+    assert console_line(with_mode("off"), url) == "off (server.console.mode)"
+    monkeypatch.setenv("TIERSERVE_ADMIN_KEYS", "secret")
+    line = console_line(with_mode("on"), url)
+    assert line.startswith(f"{url}/console/") and "secret" not in line
