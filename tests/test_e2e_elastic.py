@@ -99,6 +99,9 @@ def cluster() -> Iterator[Cluster]:
         _, workers = start_cluster(config, stack, nodes=3)
         head_ids = [n.node_id for n in cluster_nodes(stack.dashboard_url) if n.is_head]
         lc.wait_ready(stack.base_url, 900)
+        # The router reads Serve's replica states every health_poll_s: let it see the tiers that
+        # just became ready, or its first `auto` decisions avoid them.
+        time.sleep(3 * config.routing.fallback.health_poll_s)
         yield Cluster(stack, config, workers)
     finally:
         lc.stop(stack)
@@ -167,7 +170,6 @@ def test_a_request_to_a_tier_at_zero_waits_for_its_cold_start(cluster: Cluster) 
 
 
 def test_auto_is_served_with_each_tier_on_its_pool_and_skips_the_suspended_tier(cluster: Cluster) -> None:
-    # After the cold start above (the router's view of replicas has caught up by now).
     resp = _chat(cluster.base, "hi there")
     assert _done(resp), resp.text
     assert resp.headers["x-tierserve-tier"] == "fast"
