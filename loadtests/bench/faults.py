@@ -6,7 +6,7 @@ phase applies one fault: none (the baseline), SIGKILL of the fast tier's replica
 (an OOM kill), SIGKILL of the reasoning tier's, and `hang:redis`: the Redis that holds
 session affinity (a redis-server the bench starts; every client keeps one session) stopped
 with SIGSTOP for `hang_s`, then resumed: it accepts connections and answers nothing; and
-`redeploy`: the stack's copy of configs/ changed (the routing threshold), re-rendered and
+`redeploy`: the stack's copy of configs/ changed (server.max_in_flight), re-rendered and
 `serve deploy`ed, so every deployment is replaced while the clients stream (the phase runs
 until the rollout has finished).
 Each request is classified:
@@ -228,15 +228,17 @@ def _sub(a: float | None, b: float | None) -> float | None:
 
 
 def redeploy_changed_config(stack: LocalStack, profile: str) -> None:
-    """What an operator does: change configs/ (here the stack's own copy: the routing
-    threshold), render the Serve config, `serve deploy` it."""
+    """What an operator does: change configs/ (here the stack's own copy), render the Serve
+    config, `serve deploy` it. The change is the ingress's in-flight cap, which (unlike the
+    live routing settings, a lightweight router update) rebuilds the app: every deployment,
+    vLLM engines included, is replaced."""
     from app.config.loader import load_config
     from app.serve_config import render_serve_config
 
-    routing_file = config_dir() / "routing.yaml"
-    routing = yaml.safe_load(routing_file.read_text())
-    routing["threshold"] = round(min(1.0, float(routing.get("threshold", 0.5)) + 0.01), 4)
-    routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
+    server_file = config_dir() / "server.yaml"
+    server = yaml.safe_load(server_file.read_text())
+    server["max_in_flight"] = int(server.get("max_in_flight", 256)) + 1
+    server_file.write_text(yaml.safe_dump(server, sort_keys=False))
     cfg_file = Path(stack.temp_dir) / "serve_config.yaml"
     cfg_file.write_text(yaml.safe_dump(render_serve_config(load_config(profile), http_port=stack.serve_port),
                                        sort_keys=False))
