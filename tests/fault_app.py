@@ -12,7 +12,7 @@ The last message's text (or the prompt) may hold one command:
     fault:pace:<seconds>              stream one chunk every <seconds> (long-lived streams)
 
 Each fault also has a real-vLLM run elsewhere in the suite (e.g. the killed replica in
-tests/test_e2e_routing.py); these keep the fault paths fast and deterministic.
+tests/e2e/test_e2e_routing.py); these keep the fault paths fast and deterministic.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from app.config import load_config
 from app.protocol.internal import TierCall, TierError
 from deployments.tier import TierServer, _to_final
 
-TOKENIZER = Path(__file__).resolve().parents[1] / "models" / "tiny-fast"
+TOKENIZER = Path(__file__).resolve().parents[2] / "models" / "tiny-fast"
 
 
 class _RecordingTokenizer:

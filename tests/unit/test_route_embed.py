@@ -16,9 +16,9 @@ from app.routing.learned_embed import BoundEmbeddingScorer, EmbeddingScorer
 from app.routing.scorer import load_scorer
 from app.routing.training import train_embed
 from app.routing.training.data import kfold_by_subject, load_rows
-from tests.test_route_eval import _write_dataset
+from tests.unit.test_route_eval import _write_dataset
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "app" / "routing" / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "app" / "routing" / "artifacts"
 MCQ = "Which gas do plants absorb?\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\nAnswer:"
 
 

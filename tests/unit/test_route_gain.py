@@ -14,7 +14,7 @@ from app.routing.learned_embed import BoundEmbeddingScorer, EmbeddingScorer
 from app.routing.scorer import load_scorer
 from app.routing.training import train_embed
 
-ARTIFACT = Path(__file__).resolve().parents[1] / "app/routing/artifacts/complexity_embed_gain.json"
+ARTIFACT = Path(__file__).resolve().parents[2] / "app/routing/artifacts/complexity_embed_gain.json"
 PROMPTS = ["Which gas do plants absorb?\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\nAnswer:",
            "Tom has 3 apples and buys 4 more. How many?", "Statement 1 | x\nA. a\nB. b\nC. c\nD. d", ""]
 

@@ -21,7 +21,7 @@ from app.models.manifest import MANIFEST_NAME, VerificationError
 from app.models.sources import ModelSourceError, SourceKind, kind_of, resolve
 from tests.moto_s3 import moto_s3
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny-fast"
 BUCKET = "tierserve-models"
 

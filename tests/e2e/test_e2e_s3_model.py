@@ -22,7 +22,7 @@ from tests.moto_s3 import moto_s3
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APP = "s3tier"
 
 

@@ -26,7 +26,7 @@ from app.routing.plugins.scorers import LearnedParams, LearnedScore
 from app.routing.plugins.team import TeamParams, TeamScore
 from app.routing.registry import BUILTIN, UnknownPlugin, plugin_class
 from tests.route_helpers import FixedScorer, request, two_tier_config
-from tests.test_route_learned import ARTIFACT
+from tests.unit.test_route_learned import ARTIFACT
 
 
 def three_tier_config(**routing: Any) -> TierserveConfig:

@@ -14,7 +14,7 @@ from app.routing.learned import ArtifactError, LearnedScorer
 from app.routing.training.train import write_threshold
 from tests.route_helpers import request
 
-ARTIFACT = Path(__file__).resolve().parents[1] / "app" / "routing" / "artifacts" / "complexity.json"
+ARTIFACT = Path(__file__).resolve().parents[2] / "app" / "routing" / "artifacts" / "complexity.json"
 MCQ = "Which gas do plants absorb?\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\nAnswer:"
 
 

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed "
                                  "(scripts/setup.sh installs it)")]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ADMIN = "console-admin-e2e"
 APP, PREFIX = "console-e2e", "/console-e2e"
 HARD = ("Prove step by step that the square root of 2 is irrational. " * 3).strip()

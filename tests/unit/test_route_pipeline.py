@@ -9,7 +9,7 @@ from app.routing.assemble import build_pipeline
 from app.routing.learned import LearnedScorer
 from app.routing.pipeline import RoutePipeline
 from tests.route_helpers import FixedScorer, request, two_tier_config
-from tests.test_route_learned import ARTIFACT
+from tests.unit.test_route_learned import ARTIFACT
 
 FORCED = [{"name": "force-proof", "tier": "reasoning", "force": True,
            "match": {"patterns": [r"\bprove\b"]}},
