@@ -70,7 +70,16 @@ class Load:
     requests: list[Request] = field(default_factory=list)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
-    def resize(self, n: int, client: httpx.AsyncClient) -> None:
+    stopping: bool = False
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let every client finish its request in flight (up to `timeout_s`), then stop."""
+        self.stopping = True
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout_s)
+        self.resize(0, None)
+
+    def resize(self, n: int, client: httpx.AsyncClient | None) -> None:
         while len(self._tasks) < n:
             self._tasks.append(asyncio.create_task(self._loop(client)))
         while len(self._tasks) > n:
@@ -79,7 +88,7 @@ class Load:
     async def _loop(self, client: httpx.AsyncClient) -> None:
         body = {"model": self.model, "stream": True, "max_tokens": self.max_tokens, "ignore_eos": True,
                 "messages": [{"role": "user", "content": self.prompt}]}
-        while True:
+        while not self.stopping:
             req = Request(sent=time.monotonic())
             self.requests.append(req)
             try:
@@ -198,6 +207,8 @@ async def _measure(plan: ElasticPlan, stack: lc.LocalStack, config: TierserveCon
         await asyncio.sleep(5)
         killed_at = time.monotonic()
         await asyncio.to_thread(kill_node, raylet.pid)
+        # Fresh clients too: those streaming at the kill may wait on their dead replica's stream.
+        auto.resize(2 * (plan.low_concurrency + 1), client)
 
         async def moved() -> bool:
             return any(r.node_id != victim.node_id for r in await running("fast"))
@@ -205,8 +216,7 @@ async def _measure(plan: ElasticPlan, stack: lc.LocalStack, config: TierserveCon
         out["node_kill_recovery_s"] = round(await _until("fast replica on another node", moved,
                                                          plan.scale_timeout_s), 1)
         await asyncio.sleep(5)
-        auto.resize(0, client)
-        await asyncio.sleep(0.5)
+        await auto.drain(plan.scale_timeout_s)
         unstarted = [r for r in auto.requests if r.ttft_s is None or r.sent + r.ttft_s >= killed_at]
         finished = [r for r in unstarted if r.error != "cancelled" and (r.done or r.status != 0)]
         out["node_kill_requests"] = len(auto.requests)
