@@ -416,9 +416,11 @@ class Gateway:
                   for t in self.config.tiers]
         return ModelList(data=cards)
 
-    async def ready(self) -> tuple[bool, dict[str, str]]:
+    async def ready(self) -> tuple[bool, dict[str, str], str]:
         """Ready when every tier can serve: each tier with min_replicas >= 1 has answered its
-        warm-up; one scaled to zero cold-starts on demand; a suspended one is not expected."""
+        warm-up; one scaled to zero cold-starts on demand; a suspended one is not expected.
+        And the router answers and sees those tiers running too."""
+        router = await self._router_state()
         states: dict[str, str] = {}
         for tier in self.config.tiers:
             if tier.autoscaling.suspended:
@@ -433,7 +435,15 @@ class Gateway:
                 states[tier.name] = "ready" if ok else "warming"
             except Exception as exc:
                 states[tier.name] = f"unavailable: {type(exc).__name__}"
-        return all(s in ("ready", "scale-to-zero", "suspended") for s in states.values()), states
+        ok = all(s in ("ready", "scale-to-zero", "suspended") for s in states.values())
+        return ok and router == "ready", states, router
+
+    async def _router_state(self) -> str:
+        try:
+            down = await asyncio.wait_for(self.router.tiers_seen_down.remote(), timeout=2)
+        except Exception as exc:
+            return f"unavailable: {type(exc).__name__}"
+        return f"sees no replica of {', '.join(down)}" if down else "ready"
 
 
 def _app_name() -> str:
@@ -515,8 +525,9 @@ def create_http_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        ok, tiers = await gateway.ready()
-        return JSONResponse({"ready": ok, "tiers": tiers}, status_code=200 if ok else 503)
+        ok, tiers, router = await gateway.ready()
+        return JSONResponse({"ready": ok, "tiers": tiers, "router": router},
+                            status_code=200 if ok else 503)
 
     return app
 

@@ -114,5 +114,11 @@ class Router:
         log.warning(json.dumps({"event": "tier_suspended" if suspended else "tier_resumed", "tier": tier}))
         return sorted(self._suspended)
 
+    async def tiers_seen_down(self) -> list[str]:
+        """Tiers this router's replica view has without a running replica. Readiness waits
+        for it to be empty, so the first requests after a deploy are not routed on a view
+        polled while the tiers were still starting (it also warms the ingress's handle)."""
+        return sorted(self._no_replicas)
+
     async def suspended(self) -> list[str]:
         return sorted(self._suspended)

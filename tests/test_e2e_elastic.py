@@ -142,7 +142,7 @@ def test_each_tier_runs_on_its_pool_and_the_head_runs_no_model(cluster: Cluster)
     assert cluster.replicas("reasoning") == [] and cluster.replicas("batch") == []
     ready = httpx.get(f"{cluster.base}/readyz", timeout=10).json()
     assert ready == {"ready": True, "tiers": {"fast": "ready", "reasoning": "scale-to-zero",
-                                              "batch": "suspended"}}
+                                              "batch": "suspended"}, "router": "ready"}
 
 
 def test_a_named_suspended_tier_answers_at_once_naming_it(cluster: Cluster) -> None:

@@ -55,6 +55,7 @@ def test_health_and_readiness(tierserve_stack):
     ready = httpx.get(f"{tierserve_stack.base_url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["tiers"] == {"fast": "ready", "reasoning": "ready"}
+    assert ready.json()["router"] == "ready"
 
 
 def test_models_lists_auto_and_each_tier(openai_client):
