@@ -33,7 +33,7 @@ from tests.conftest import sse_events
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILE = "local-elastic"
 
 
