@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Protocol
 
+from app.breaker import Breaker
 from app.keys.windows import WindowResult, bucket_ms, evaluate
 
 log = logging.getLogger("ray.serve.tierserve.keys")
@@ -232,33 +233,23 @@ class ResilientCounters:
         self.policy = policy
         self.timeout_s = timeout_s
         self.retry_s = retry_s
-        self._down_until = 0.0
-        self._probing = False
+        self._breaker = Breaker(retry_s)
         self._warned = 0.0
-
-    def _may_try(self) -> bool:
-        """Whether this call may use Redis: it is up, or this call is the one probe."""
-        if self._down_until == 0.0:
-            return True
-        if self._probing or time.monotonic() < self._down_until:
-            return False
-        self._probing = True
-        return True
 
     async def _primary(self, op: str, *args):
         try:
             result = await asyncio.wait_for(getattr(self.primary, op)(*args), timeout=self.timeout_s)
         except Exception:  # not a cancellation: the client left, Redis did nothing wrong
-            self._down_until = time.monotonic() + self.retry_s
+            self._breaker.record(ok=False)
             raise
         finally:
-            self._probing = False
-        self._down_until = 0.0
+            self._breaker.probe_done()
+        self._breaker.record(ok=True)
         return result
 
     async def _call(self, op: str, *args):
         error: Exception | None = None
-        if self._may_try():
+        if self._breaker.may_try():
             try:
                 return await self._primary(op, *args)
             except Exception as exc:  # redis.ConnectionError, TimeoutError, OSError...
@@ -292,7 +283,7 @@ class ResilientCounters:
 
     async def _best_effort(self, op: str, *args) -> None:
         # Reconciling after the response: an outage here loses a correction, never a request.
-        if self._may_try():
+        if self._breaker.may_try():
             with contextlib.suppress(Exception):
                 await self._primary(op, *args)
         with contextlib.suppress(Exception):
