@@ -97,7 +97,10 @@ def engine_env() -> dict[str, str]:
 
 def ray_node_env(stack: LocalStack, runtime: RayServeRuntime) -> dict[str, str]:
     """Env for a Ray node of `stack`: offline engines plus Serve's data-path switches."""
-    return {**engine_env(), **runtime.env(stack.haproxy_metrics_port, stack.haproxy_stats_port),
+    haproxy_dir = Path(stack.temp_dir) / "haproxy"  # the stack's own, not the machine's
+    haproxy_dir.mkdir(parents=True, exist_ok=True)
+    return {**engine_env(),
+            **runtime.env(stack.haproxy_metrics_port, stack.haproxy_stats_port, str(haproxy_dir)),
             LEDGER_ENV: str(stack.shm_ledger)}
 
 

@@ -82,7 +82,9 @@ def tierserve_stack():
     os.environ[config.server.keys.db_url_env] = f"sqlite:///{temp_dir}/keys.db"
     # Serve's data-path switches reach every process of the cluster through the raylet's env;
     # HAProxy gets free ports so a `make up` stack on the same machine is left alone.
-    os.environ.update(config.server.ray_serve.env(free_port(), free_port()))
+    haproxy_dir = Path(temp_dir) / "haproxy"  # its own: a private stack may run beside it
+    haproxy_dir.mkdir()
+    os.environ.update(config.server.ray_serve.env(free_port(), free_port(), str(haproxy_dir)))
     # Tracing on, to a real OTLP receiver on loopback: every e2e request is traced (and the
     # tracing tests read the spans); the env var reaches every replica like the DB URL.
     from tests.otlp_receiver import OtlpReceiver

@@ -274,7 +274,8 @@ class RoutingConfig(Strict):
         data = dict(data)
         ladder = data.get("ladder") or []
         if not ladder and data.get("weak_tier") and data.get("strong_tier"):
-            data["ladder"] = [data["weak_tier"], data["strong_tier"]]
+            # One model behind Tierserve names it at both ends: a ladder of one tier.
+            data["ladder"] = list(dict.fromkeys([data["weak_tier"], data["strong_tier"]]))
         elif ladder:
             data.setdefault("weak_tier", ladder[0])
             data.setdefault("strong_tier", ladder[-1])
@@ -284,8 +285,8 @@ class RoutingConfig(Strict):
 
     @model_validator(mode="after")
     def _ladder_shape(self) -> RoutingConfig:
-        if len(self.ladder) < 2:
-            raise ValueError("routing needs a ladder of at least two tiers (or weak_tier and strong_tier)")
+        if not self.ladder:
+            raise ValueError("routing needs a ladder of tiers (or weak_tier and strong_tier)")
         if len(set(self.ladder)) != len(self.ladder):
             raise ValueError(f"ladder names a tier twice: {self.ladder}")
         if len(self.thresholds) != len(self.ladder) - 1:
@@ -337,8 +338,11 @@ class RayServeRuntime(Strict):
     # (Ray's default 120 s would cut longer streams). At least rollout.drain_timeout_s.
     haproxy_drain_s: int = Field(1800, ge=1)
 
-    def env(self, haproxy_metrics_port: int | None = None,
-            haproxy_stats_port: int | None = None) -> dict[str, str]:
+    def env(self, haproxy_metrics_port: int | None = None, haproxy_stats_port: int | None = None,
+            haproxy_dir: str | None = None) -> dict[str, str]:
+        """`haproxy_dir`: where HAProxy keeps its config, sockets and state. Ray's default is
+        one /tmp/haproxy-serve for the whole machine, so two stacks side by side (a test's
+        private stack beside the session's) rewrote each other's config and crossed traffic."""
         env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": str(int(self.throughput_optimized)),
                "RAY_SERVE_ENABLE_HA_PROXY": str(int(self.haproxy)),
                "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": str(self.request_log_buffer),
@@ -352,6 +356,12 @@ class RayServeRuntime(Strict):
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(haproxy_metrics_port)
         if self.haproxy and haproxy_stats_port is not None:
             env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(haproxy_stats_port)
+        if self.haproxy and haproxy_dir is not None:
+            env.update({"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{haproxy_dir}/haproxy.cfg",
+                        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{haproxy_dir}/admin.sock",
+                        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": haproxy_dir,
+                        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{haproxy_dir}/server-state",
+                        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{haproxy_dir}/metrics.sock"})
         return env
 
 

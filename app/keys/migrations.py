@@ -7,12 +7,14 @@ replicas that start together. Never edit a released migration; append a new one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Engine,
     Float,
     Index,
     Integer,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.exc import OperationalError
 
 metadata = MetaData()
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
@@ -134,7 +137,21 @@ def migrate(conn: Connection) -> list[int]:
     return applied
 
 
-def _now() -> float:
-    import time
+def migrate_engine(engine: Engine, attempts: int = 6) -> None:
+    """`migrate` in a transaction of its own. SQLite has no advisory lock and pysqlite runs
+    DDL outside the transaction, so two replicas starting together (the ingress and the
+    router) can both create a table: the loser waits, retries and finds the work done."""
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                migrate(conn)
+            return
+        except OperationalError as exc:
+            racing = "already exists" in str(exc) or "locked" in str(exc)
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
+
+def _now() -> float:
     return time.time()

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from app.config.loader import REPO_ROOT
 from app.config.schema import KeysConfig
-from app.keys.migrations import api_keys, migrate, usage_events
+from app.keys.migrations import api_keys, migrate_engine, usage_events
 from app.keys.models import KeyCreate, KeyCreated, KeyInfo, KeyLimits, UsageEvent, UsageLine
 from app.keys.secrets import display_prefix, hash_key, new_key, new_key_id
 
@@ -76,8 +76,7 @@ class KeyStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
-        with self.engine.begin() as conn:
-            migrate(conn)
+        migrate_engine(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import delete, func, insert, select
 
-from app.keys.migrations import migrate, route_feedback, route_records
+from app.keys.migrations import migrate_engine, route_feedback, route_records
 from app.keys.store import _engine
 
 Outcome = Literal["needed_stronger", "fine", "score"]
@@ -79,8 +79,7 @@ class TrafficStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
-        with self.engine.begin() as conn:
-            migrate(conn)
+        migrate_engine(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

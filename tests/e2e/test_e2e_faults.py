@@ -8,7 +8,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.config import load_config
 from tests.conftest import sse_events
 from tests.fault_app import marker, sse_text
 
@@ -53,13 +52,14 @@ def test_a_stream_that_goes_silent_ends_with_an_idle_timeout_event(faults):
     assert events[-1] == "[DONE]"
 
 
-def test_a_hung_affinity_store_costs_the_decision_budget_not_the_request(faults):
-    # The router's Redis accepts connections and never answers: the decision is abandoned
-    # for the default tier, and says so.
-    resp = _chat(faults, "Hello", headers={"x-session-id": "s-hung-redis"})
-    assert resp.status_code == 200, resp.text
-    assert resp.headers["x-tierserve-route-reason"] == "router_timeout"
-    assert resp.headers["x-tierserve-tier"] == load_config("local-cpu").routing.default_tier
+def test_a_hung_affinity_store_is_skipped_and_the_request_routed_without_it(faults):
+    # The router's Redis accepts connections and never answers: the affinity read gives up
+    # within 50 ms and the store is then skipped (app/breaker.py), so the router decides
+    # within its budget, without affinity, instead of timing out to the default tier.
+    for _ in range(3):
+        resp = _chat(faults, "Hello", headers={"x-session-id": "s-hung-redis"})
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-tierserve-route-reason"] == "rule:short-prompt"
 
 
 def test_a_replica_dying_mid_stream_is_migrated_into_one_continuous_answer(faults, tmp_path):
