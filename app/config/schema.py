@@ -272,6 +272,8 @@ class RoutingConfig(Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if data.get("target_shares", {}) is None:  # a profile clearing the shared file's shares
+            del data["target_shares"]
         ladder = data.get("ladder") or []
         if not ladder and data.get("weak_tier") and data.get("strong_tier"):
             # One model behind Tierserve names it at both ends: a ladder of one tier.

@@ -63,12 +63,12 @@ def _prompts(n: int) -> list[Row]:
     return [r for pair in zip(hard, easy, strict=False) for r in pair]
 
 
-def _ask(client: httpx.Client, rid: str, prompt: str) -> str:
+def _ask(client: httpx.Client, rid: str, prompt: str) -> tuple[str, str]:
     r = client.post("/v1/chat/completions", headers={"x-request-id": rid},
                     json={"model": "auto", "max_tokens": 1,
                           "messages": [{"role": "user", "content": prompt}]})
     assert r.status_code == 200, r.text
-    return r.headers["x-tierserve-tier"]
+    return r.headers["x-tierserve-tier"], r.headers["x-tierserve-route-reason"]
 
 
 def _replicas(stack: LocalStack) -> dict[str, set[str]]:
@@ -107,19 +107,26 @@ def test_feedback_retrain_shadow_promote(learning_stack, capsys):
     client = httpx.Client(base_url=stack.base_url, timeout=120)
 
     # 1. Traffic and its labels (what each model got right, as a user would report it).
-    tiers = {f"fb-{i}": _ask(client, f"fb-{i}", r.prompt) for i, r in enumerate(rows)}
+    asked = {f"fb-{i}": _ask(client, f"fb-{i}", r.prompt) for i, r in enumerate(rows)}
     for i, row in enumerate(rows):
         outcome = "needed_stronger" if row.needs_strong else "fine"
         r = client.post("/v1/feedback", json={"request_id": f"fb-{i}", "outcome": outcome})
+        tier, reason = asked[f"fb-{i}"]
+        if reason == "router_timeout":  # the ingress gave up on the router: no decision recorded
+            assert r.status_code == 404, r.text
+            continue
         assert r.status_code == 200, r.text
-        assert r.json()["tier"] == tiers[f"fb-{i}"]
-    bad = client.post("/v1/feedback", json={"request_id": "fb-0", "outcome": "great"})
+        assert r.json()["tier"] == tier
+    routed = [rid for rid, (_, reason) in asked.items() if reason != "router_timeout"]
+    assert len(routed) >= 8, asked  # a busy machine may time a few decisions out, not most
+    first = routed[0]
+    bad = client.post("/v1/feedback", json={"request_id": first, "outcome": "great"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "outcome"
     missing = client.post("/v1/feedback", json={"request_id": "never-sent", "outcome": "fine"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "request_not_found"
     db = TrafficStore(db_url)
-    live_version = db.find("fb-0").scorer_version
-    assert live_version.startswith("complexity.json@") and db.find("fb-0").features is not None
+    live_version = db.find(first).scorer_version
+    assert live_version.startswith("complexity.json@") and db.find(first).features is not None
 
     # 2. A candidate trained on the shared data plus the labelled traffic.
     candidate = temp / "candidate.json"

@@ -35,7 +35,7 @@ def _profile_with_s3_tier(config_dir: Path, uri: str, env: dict[str, str]) -> No
                 env={**fast["env"], **env})
     doc["tiers"] = [fast]
     doc["routing"] = {**doc.get("routing", {}), "default_tier": "s3fast", "weak_tier": "s3fast",
-                      "strong_tier": "s3fast", "rules": []}
+                      "strong_tier": "s3fast", "rules": [], "target_shares": None}
     (config_dir / "profiles" / "local-s3.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
