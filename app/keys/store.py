@@ -72,7 +72,9 @@ def _row_to_info(row: Any) -> KeyInfo:
     return KeyInfo.model_validate(d)
 
 
-class KeyStore:
+class Database:
+    """The keys database (SQLite or PostgreSQL by URL), migrated to the latest schema."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
@@ -80,6 +82,9 @@ class KeyStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class KeyStore(Database):
 
     # -- keys ---------------------------------------------------------------------
     def create(self, spec: KeyCreate, now: float | None = None) -> KeyCreated:

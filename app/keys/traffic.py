@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import delete, func, insert, select
 
-from app.keys.migrations import migrate_engine, route_feedback, route_records
-from app.keys.store import _engine
+from app.keys.migrations import route_feedback, route_records
+from app.keys.store import Database
 
 Outcome = Literal["needed_stronger", "fine", "score"]
 
@@ -75,14 +75,8 @@ class Labelled(BaseModel):
     value: float | None = None
 
 
-class TrafficStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = _engine(url)
-        migrate_engine(self.engine)
-
-    def close(self) -> None:
-        self.engine.dispose()
+class TrafficStore(Database):
+    """Decision records and feedback labels, in the keys database."""
 
     def add_records(self, records: Iterable[RouteRecord]) -> int:
         rows = [{**r.model_dump(exclude={"features"}),
