@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import PG_BIN, PG_MISSING, postgres_server
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -16,3 +18,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     misplaced = [i.nodeid for i in items if HERE in i.path.parents and i.get_closest_marker("e2e")]
     if misplaced:
         raise pytest.UsageError(f"end-to-end tests under tests/unit/ belong in tests/e2e/: {misplaced}")
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A real PostgreSQL server (Debian's) for the module: (url, data dir)."""
+    if PG_BIN is None:
+        pytest.skip(PG_MISSING)
+    with postgres_server() as server:
+        yield server

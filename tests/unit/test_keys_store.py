@@ -13,15 +13,6 @@ from app.keys.migrations import LATEST, VERSION_TABLE
 from app.keys.models import KeyCreate, KeyLimits, UsageEvent
 from app.keys.store import KeyNotFound, KeyStore
 from app.keys.usage import build_report
-from tests.servers import PG_BIN, PG_MISSING, postgres_server
-
-
-@pytest.fixture(scope="module")
-def pg():
-    if PG_BIN is None:
-        pytest.skip(PG_MISSING)
-    with postgres_server() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
