@@ -186,17 +186,12 @@ class StreamRelay:
                 except asyncio.CancelledError:
                     self._record.status = 499  # client went away: stop the engine's work too
                     raise
-                except TimeoutError:  # a stuck engine must not hold the client forever
-                    self._record.status = 504
-                    yield error_event(f"the tier sent nothing for {self._idle_timeout_s:.0f} s",
-                                      "timeout_error", "stream_idle_timeout")
-                    return
-                except Exception as exc:  # the tier failed mid-stream
+                except Exception as exc:
+                    # The tier failed mid-stream, or went silent (a stuck engine, or a replica on
+                    # a node that died and that Ray has not declared dead yet): carry on elsewhere.
                     reopened = await self._migrate(exc)
                     if reopened is None:
-                        self._record.status = 500
-                        yield error_event(f"stream interrupted: {type(exc).__name__}",
-                                          "server_error", "stream_interrupted")
+                        yield self._failed(exc)
                         return
                     if isinstance(reopened, bytes):  # nothing left to generate: end cleanly
                         yield reopened
@@ -206,6 +201,16 @@ class StreamRelay:
                     batch = reopened.first
         finally:
             self._opened.rest.cancel()
+
+    def _failed(self, exc: Exception) -> bytes:
+        """The stream's last event when it could not be carried on."""
+        if isinstance(exc, TimeoutError):
+            self._record.status = 504
+            return error_event(f"the tier sent nothing for {self._idle_timeout_s:.0f} s",
+                               "timeout_error", "stream_idle_timeout")
+        self._record.status = 500
+        return error_event(f"stream interrupted: {type(exc).__name__}", "server_error",
+                           "stream_interrupted")
 
     async def _migrate(self, exc: Exception) -> Opened | bytes | None:
         if self._reopen is None or self._migrations_left < 1 or self.state.done_sent:

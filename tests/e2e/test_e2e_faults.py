@@ -42,14 +42,15 @@ def test_a_long_non_streaming_answer_outlives_the_first_token_timeout(faults):
     assert not resp.headers["x-tierserve-route-reason"].startswith(("fallback", "retry"))
 
 
-def test_a_stream_that_goes_silent_ends_with_an_idle_timeout_event(faults):
+def test_a_stream_that_goes_silent_is_carried_on_into_one_continuous_answer(faults):
+    # After 3 words the replica sends nothing (stream_idle_timeout_s is 2 here): a stuck engine,
+    # or a node that died before Ray noticed. The stream migrates as after a replica's death;
+    # only with nowhere to go does it end in a `stream_idle_timeout` event (tests/unit/test_relay.py).
     resp = _chat(faults, "Hello fault:hang_after:3", stream=True)
     assert resp.status_code == 200
     events = sse_events(resp.content)
-    assert sse_text(events).split() == ["w0", "w1", "w2"]
-    assert events[-2]["error"]["code"] == "stream_idle_timeout"
-    assert events[-2]["error"]["type"] == "timeout_error"
-    assert events[-1] == "[DONE]"
+    assert events[-1] == "[DONE]" and not any("error" in e for e in events if isinstance(e, dict))
+    assert sse_text(events).split() == [f"w{i}" for i in range(8)]
 
 
 def test_a_hung_affinity_store_is_skipped_and_the_request_routed_without_it(faults):

@@ -122,3 +122,27 @@ def test_an_unmigrated_stream_passes_chunks_through_untouched() -> None:
     raw, record, calls = _relay(rest, [], wants_usage=False)
     assert raw == _chunk("A", "a ") + _chunk("A", "b ", "stop") + "data: [DONE]\n\n"  # usage dropped
     assert (record.prompt_tokens, record.completion_tokens) == (4, 2) and calls == []
+
+
+def test_a_stream_that_goes_silent_continues_on_another_replica() -> None:
+    second = Opened("fast", "migration", [_chunk("B", "b ", "length")],
+                    _Rest([[_usage("B", 5, 1), "data: [DONE]\n\n"]]), 1)
+    raw, record, calls = _relay(_Rest([], fail=TimeoutError()), [second])
+    events = _events(raw)
+    chunks = [e for e in events if isinstance(e, dict) and e["choices"]]
+    text = "".join(c["choices"][0]["delta"]["content"] for c in chunks)
+    assert text == "a b " and events[-1] == "[DONE]" and record.status == 200
+    assert calls[0][0].body["messages"][-1]["content"] == "a "
+
+
+def test_a_silent_stream_with_nowhere_to_go_ends_with_an_idle_timeout_event() -> None:
+    record = _Record()
+    opened = Opened("fast", "score", [_chunk("A", "a ")], _Rest([], fail=TimeoutError()), 1)
+    relay = StreamRelay(opened, CALL, record, True, 5, reopen=None)
+
+    async def collect():
+        return b"".join([c async for c in relay]).decode()
+
+    events = _events(asyncio.run(collect()))
+    assert events[-2]["error"]["code"] == "stream_idle_timeout" and events[-1] == "[DONE]"
+    assert events[-2]["error"]["type"] == "timeout_error" and record.status == 504
