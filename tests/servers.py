@@ -12,6 +12,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from app.local_cluster import free_port
 
@@ -73,3 +75,23 @@ def postgres_server() -> Iterator[tuple[str, str]]:
         subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def database_url(request: Any, tmp_path: Path, *tables: str) -> str:
+    """For a fixture parametrised ["sqlite", "postgresql"]: a fresh SQLite file, or the module's
+    PostgreSQL server with `tables` emptied (one server per module: each test starts empty)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'keys.db'}"
+    from sqlalchemy import create_engine, inspect, text
+
+    url, _ = request.getfixturevalue("pg")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            present = set(inspect(conn).get_table_names())
+            for table in tables:
+                if table in present:
+                    conn.execute(text(f"DELETE FROM {table}"))
+    finally:
+        engine.dispose()
+    return url

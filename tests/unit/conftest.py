@@ -27,3 +27,4 @@ def pg():
         pytest.skip(PG_MISSING)
     with postgres_server() as server:
         yield server
+

@@ -13,18 +13,12 @@ from app.keys.migrations import LATEST, VERSION_TABLE
 from app.keys.models import KeyCreate, KeyLimits, UsageEvent
 from app.keys.store import KeyNotFound, KeyStore
 from app.keys.usage import build_report
+from tests.servers import database_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}")
-    else:
-        url, _ = request.getfixturevalue("pg")
-        s = KeyStore(url)
-        with s.engine.begin() as conn:  # one cluster for the module: start each test empty
-            conn.execute(text("DELETE FROM tierserve_usage"))
-            conn.execute(text("DELETE FROM tierserve_api_keys"))
+    s = KeyStore(database_url(request, tmp_path, "tierserve_usage", "tierserve_api_keys"))
     yield s
     s.close()
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from app.config.live import apply_router_user_config, router_user_config
 from app.config.loader import load_config
@@ -24,19 +23,13 @@ from app.routeops.promote import set_learned
 from app.routeops.shadow import auc, compare
 from app.routing.learned_embed import DENSE_NAMES
 from app.routing.learning import training_features
+from tests.servers import database_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
     """The decision-record store on SQLite (the default) and on a real PostgreSQL server."""
-    if request.param == "sqlite":
-        s = TrafficStore(f"sqlite:///{tmp_path}/keys.db")
-    else:
-        url, _ = request.getfixturevalue("pg")
-        s = TrafficStore(url)
-        with s.engine.begin() as conn:  # one server for the module: start each test empty
-            conn.execute(text("DELETE FROM tierserve_route_feedback"))
-            conn.execute(text("DELETE FROM tierserve_route_records"))
+    s = TrafficStore(database_url(request, tmp_path, "tierserve_route_feedback", "tierserve_route_records"))
     yield s
     s.close()
 
