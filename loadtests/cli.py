@@ -1,4 +1,4 @@
-"""`tierserve loadtest [SCENARIO|matrix]` and `tierserve bench {overhead,router,tiering,cold-start}`.
+"""`tierserve loadtest [SCENARIO|matrix]` and `tierserve bench {overhead,router,tiering,cold-start,...}`.
 
 Imported by app/cli.py through `add_loadtest_commands`; heavy imports wait for the command.
 """
@@ -107,13 +107,12 @@ def cmd_bench_tiering(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_cold_start(args: argparse.Namespace) -> int:
-    from loadtests.bench.coldstart import run_cold_start
+    from loadtests.bench.coldstart import run_cold_start, table
 
     out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-cold-start"
-    cold = run_cold_start(_bench_plan(args), out)
-    (out / "cold_start.json").write_text(json.dumps(cold, indent=2))
-    for name, seconds in cold.items():
-        print(f"{name:<16} {seconds:6.1f} s to ready")
+    result = run_cold_start(_bench_plan(args), out)
+    (out / "cold_start.json").write_text(json.dumps(result, indent=2))
+    print(table(result))
     print(f"results in {out}")
     return 0
 
@@ -135,12 +134,30 @@ def cmd_bench_elastic(args: argparse.Namespace) -> int:
     from loadtests.bench.elastic import ElasticPlan, run_elastic, table
 
     plan = ElasticPlan(profile=args.profile, nodes=args.nodes, low_concurrency=args.low,
-                       high_concurrency=args.high, phase_s=args.phase_s, max_tokens=args.max_tokens)
+                       high_concurrency=args.high, phase_s=args.phase_s, max_tokens=args.max_tokens,
+                       policy=args.policy, scale_timeout_s=args.scale_timeout_s)
     out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-elastic"
     result = run_elastic(plan, out)
     print(table(result))
     print(f"results in {out}")
     return 0 if result["node_kill_lost"] == 0 else 1
+
+
+def cmd_bench_replica_router(args: argparse.Namespace) -> int:
+    from loadtests.bench.replica_router import ROUTERS, ReplicaRouterPlan, run_replica_router_bench, table
+
+    routers = tuple(r for r in args.routers.split(",") if r)
+    if unknown := [r for r in routers if r not in ROUTERS]:
+        print(f"tierserve: unknown replica router(s) {unknown}; known: {list(ROUTERS)}")
+        return 2
+    plan = ReplicaRouterPlan(profile=args.profile, tier=args.tier, routers=routers, sessions=args.sessions,
+                             turns=args.turns, rounds=args.rounds, max_tokens=args.max_tokens,
+                             system_words=args.system_words, seed=args.seed)
+    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-replica-router"
+    summary = run_replica_router_bench(plan, out)
+    print(table(summary))
+    print(f"results in {out}")
+    return 0 if all(r["turn_1"]["errors"] + r["turns_2_plus"]["errors"] == 0 for r in summary["runs"]) else 1
 
 
 def _add_stack_options(p: argparse.ArgumentParser) -> None:
@@ -219,10 +236,28 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     el.add_argument("--nodes", type=int, default=3, help="worker nodes (pools dealt round-robin)")
     el.add_argument("--low", type=int, default=2, help="streams before and after the load step")
     el.add_argument("--high", type=int, default=12, help="streams during the load step")
+    el.add_argument("--policy", choices=["ongoing_requests", "queue_depth"],
+                    help="the fast tier's autoscaling policy (default: the profile's)")
+    el.add_argument("--scale-timeout-s", type=float, default=300,
+                    help="how long to wait for a scale-up, scale-down or node recovery")
     el.add_argument("--phase-s", type=float, default=20)
     el.add_argument("--max-tokens", type=int, default=32)
     el.add_argument("--out", default=str(RESULTS))
     el.set_defaults(func=cmd_bench_elastic)
+    rr = bench.add_parser("replica-router", help="multi-turn TTFT of a two-replica tier with each "
+                                                 "replica router (power-of-two, prefix-cache affinity)")
+    rr.add_argument("--profile", default="local-cpu")
+    rr.add_argument("--tier", default="fast", help="the tier run at two replicas (others suspended)")
+    rr.add_argument("--routers", default="power_of_two,prefix_cache_affinity")
+    rr.add_argument("--sessions", type=int, default=8, help="conversations at once")
+    rr.add_argument("--turns", type=int, default=6, help="turns per conversation")
+    rr.add_argument("--rounds", type=int, default=3, help="fresh sessions, one round after another")
+    rr.add_argument("--max-tokens", type=int, default=16)
+    rr.add_argument("--system-words", type=int, default=120,
+                    help="words of the system prompt every session shares (0: none)")
+    rr.add_argument("--seed", type=int, default=0)
+    rr.add_argument("--out", default=str(RESULTS))
+    rr.set_defaults(func=cmd_bench_replica_router)
     cs = bench.add_parser("cold-start", help="deploy-to-ready: one tier vs bare vLLM")
     _add_stack_options(cs)
     cs.set_defaults(func=cmd_bench_cold_start)

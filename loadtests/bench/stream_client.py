@@ -24,6 +24,10 @@ class StreamTiming:
     # Gaps between content chunks as the client saw them (after the first).
     gaps_s: list[float] = field(default_factory=list)
     tier: str | None = None
+    # From the final usage chunk: prompt tokens, and those the engine found in its prefix
+    # cache (None unless vLLM's enable_prompt_tokens_details is on).
+    prompt_tokens: int = 0
+    cached_tokens: int | None = None
 
     @property
     def itl_s(self) -> float | None:
@@ -57,7 +61,10 @@ async def stream_chat(client: httpx.AsyncClient, url: str, body: dict,
                 continue
             event = json.loads(line[6:])
             if event.get("usage") and not event.get("choices"):
-                timing.tokens = event["usage"].get("completion_tokens", timing.tokens)
+                usage = event["usage"]
+                timing.tokens = usage.get("completion_tokens", timing.tokens)
+                timing.prompt_tokens = usage.get("prompt_tokens") or 0
+                timing.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
                 continue
             now = time.perf_counter()
             if first is None:
