@@ -37,6 +37,7 @@ from app.models.sources import resolve as resolve_model
 from app.protocol.internal import TierCall, TierError, TierFinal
 from app.telemetry.tier import traced
 from app.telemetry.tracing import setup as setup_tracing
+from deployments.autoscaling_policy import WAITING_METRIC, WaitingGauge
 
 logger = logging.getLogger("ray.serve.tierserve.tier")
 
@@ -130,6 +131,7 @@ class TierServer(LLMServer):
             self, llm_config, *, tier: TierConfig, tracing: TracingConfig | None = None) -> None:
         self._tier = tier
         self._streams = 0
+        self._waiting = WaitingGauge()
         self._window = load_scaled_window(tier.stream_coalesce_ms / 1000,
                                           tier.stream_coalesce_max_ms / 1000, lambda: self._streams)
         self._ready = False
@@ -254,8 +256,28 @@ class TierServer(LLMServer):
                      f"{max_tokens} for the completion). Reduce the prompt or max_tokens."),
             type="invalid_request_error", code=400, param="max_tokens")
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metrics hook: read by the `queue_depth` policy."""
+        return {WAITING_METRIC: self._waiting.read()}
+
     async def generate(self, call: TierCall) -> AsyncGenerator[Any, None]:
-        """Yield `TierError`, `TierFinal`, or lists of SSE strings (streaming)."""
+        """Yield `TierError`, `TierFinal`, or lists of SSE strings (streaming). Until its first
+        item the request counts as waiting (deployments/autoscaling_policy.py)."""
+        self._waiting.start()
+        waiting = True
+        try:
+            # aclosing: a client that goes away closes the engine stream now, not at GC.
+            async with contextlib.aclosing(self._generate(call)) as items:
+                async for item in items:
+                    if waiting:
+                        waiting = False
+                        self._waiting.first_output()
+                    yield item
+        finally:
+            if waiting:
+                self._waiting.first_output()
+
+    async def _generate(self, call: TierCall) -> AsyncGenerator[Any, None]:
         fitted = await self._fit_context(call)
         if isinstance(fitted, TierError):
             yield fitted

@@ -135,7 +135,8 @@ def cmd_bench_elastic(args: argparse.Namespace) -> int:
     from loadtests.bench.elastic import ElasticPlan, run_elastic, table
 
     plan = ElasticPlan(profile=args.profile, nodes=args.nodes, low_concurrency=args.low,
-                       high_concurrency=args.high, phase_s=args.phase_s, max_tokens=args.max_tokens)
+                       high_concurrency=args.high, phase_s=args.phase_s, max_tokens=args.max_tokens,
+                       policy=args.policy, scale_timeout_s=args.scale_timeout_s)
     out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-elastic"
     result = run_elastic(plan, out)
     print(table(result))
@@ -236,6 +237,10 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     el.add_argument("--nodes", type=int, default=3, help="worker nodes (pools dealt round-robin)")
     el.add_argument("--low", type=int, default=2, help="streams before and after the load step")
     el.add_argument("--high", type=int, default=12, help="streams during the load step")
+    el.add_argument("--policy", choices=["ongoing_requests", "queue_depth"],
+                    help="the fast tier's autoscaling policy (default: the profile's)")
+    el.add_argument("--scale-timeout-s", type=float, default=300,
+                    help="how long to wait for a scale-up, scale-down or node recovery")
     el.add_argument("--phase-s", type=float, default=20)
     el.add_argument("--max-tokens", type=int, default=32)
     el.add_argument("--out", default=str(RESULTS))

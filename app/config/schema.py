@@ -24,6 +24,8 @@ def pool_demand(pool: str | None) -> dict[str, float]:
 
 
 NODE_POOL_PATTERN = r"^pool_[a-z0-9_]{1,40}$"
+# Serve's custom autoscaling policy behind `autoscaling.policy: queue_depth`.
+QUEUE_DEPTH_POLICY = "deployments.autoscaling_policy:QueueDepthPolicy"
 
 
 class Strict(BaseModel):
@@ -41,6 +43,12 @@ class AutoscalingConfig(Strict):
     target_ongoing_requests: float = Field(8, gt=0)
     upscale_delay_s: float = Field(10, ge=0)
     downscale_delay_s: float = Field(300, ge=0)
+    # What Serve scales on: `ongoing_requests` (Serve's default policy: running + queued per
+    # replica, target_ongoing_requests) or `queue_depth` (deployments/autoscaling_policy.py:
+    # requests with no output yet per replica, target_queue_depth; ongoing requests only for
+    # scaling down). Measured against each other in README "Elasticity".
+    policy: Literal["ongoing_requests", "queue_depth"] = "ongoing_requests"
+    target_queue_depth: float = Field(1, gt=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingConfig:
@@ -55,10 +63,13 @@ class AutoscalingConfig(Strict):
     def to_serve(self) -> dict[str, Any]:
         """Ray Serve's `autoscaling_config` for a deployment. Serve needs max_replicas >= 1:
         a suspended tier stays at zero because nothing ever calls it."""
+        serve = self.model_dump(exclude_none=True, exclude={"policy", "target_queue_depth"})
+        if self.policy == "queue_depth":  # by import path: the config layer imports no deployment
+            serve["policy"] = {"policy_function": QUEUE_DEPTH_POLICY,
+                               "policy_kwargs": {"target_queue_depth": self.target_queue_depth}}
         if self.suspended:
-            return {**self.model_dump(exclude_none=True), "min_replicas": 0, "max_replicas": 1,
-                    "initial_replicas": 0}
-        return self.model_dump(exclude_none=True)
+            return {**serve, "min_replicas": 0, "max_replicas": 1, "initial_replicas": 0}
+        return serve
 
 
 class TierResources(Strict):
