@@ -25,9 +25,13 @@ unpickles this module by value, so it imports nothing from Tierserve.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from typing import Any
 
+# Serve's own logger: the lines land in the controller's log, beside its scaling decisions.
+logger = logging.getLogger("ray.serve")
 # The custom metric each replica reports (TierServer.record_autoscaling_stats).
 WAITING_METRIC = "tierserve_waiting_requests"
 
@@ -91,13 +95,20 @@ class QueueDepthPolicy:
         if target_queue_depth <= 0:
             raise ValueError("target_queue_depth must be > 0")
         self.target_queue_depth = target_queue_depth
+        self._last_wanted: int | None = None
 
     def __call__(self, ctx: Any) -> tuple[float, dict[str, Any]]:
         if ctx.current_num_replicas == 0:  # Serve's wrapper cold-starts on any request
             return ctx.target_num_replicas, {}
         waiting = waiting_requests(ctx)
-        return desired_replicas(
+        desired = desired_replicas(
             replicas=ctx.current_num_replicas, waiting=waiting, ongoing=ctx.total_num_requests,
             target_queue_depth=self.target_queue_depth,
-            target_ongoing_requests=ctx.config.get_target_ongoing_requests()), {
-                "waiting_requests": round(waiting, 3)}
+            target_ongoing_requests=ctx.config.get_target_ongoing_requests())
+        wanted = math.ceil(desired)
+        if wanted != self._last_wanted:  # say why, once per change of mind
+            self._last_wanted = wanted
+            logger.info("queue_depth %s: %d replica(s), %.2f waiting, %.1f ongoing -> %.2f wanted",
+                        ctx.deployment_name, ctx.current_num_replicas, waiting,
+                        ctx.total_num_requests, desired)
+        return desired, {"waiting_requests": round(waiting, 3)}

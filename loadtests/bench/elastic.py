@@ -274,6 +274,8 @@ def run_elastic(plan: ElasticPlan, out_dir: Path) -> dict[str, Any]:
         result = asyncio.run(_measure(plan, stack, config, time.monotonic() - started))
     finally:
         lc.stop(stack)
+        if keep := os.environ.get("TIERSERVE_BENCH_KEEP_LOGS"):  # Ray's logs (controller's decisions)
+            shutil.copytree(Path(temp_dir) / "session_latest" / "logs", keep, dirs_exist_ok=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
         for key, value in ((config.server.keys.db_url_env, saved), ("TIERSERVE_CONFIG_DIR", saved_dir)):
             if value is None:
