@@ -55,6 +55,9 @@ def llm_config_for(tier: TierConfig, tracing: TracingConfig | None = None) -> LL
         # TierServer streams its own way (first chunk at once); no fixed batching.
         experimental_configs={"stream_batching_interval_ms": 0},
         log_engine_metrics=True,
+        # No model-download task before the engine for a model already on the node
+        # (deployments/engine_init.py): a fresh Ray worker's imports, ~5 s per replica start.
+        callback_config={"callback_class": "deployments.engine_init:LocalModelInit"},
     )
     if res.node_pool:
         # Every engine bundle asks for the pool too (ray.serve.llm's default bundles do not),

@@ -71,15 +71,18 @@ class Router:
 
     async def _watch_replicas(self) -> None:
         while True:
-            try:
-                status = await asyncio.to_thread(serve.status)
-                down = tiers_without_replicas(self._config, status.applications.get(self._app_name))
-                if down != self._no_replicas:
-                    log.warning(json.dumps({"event": "tier_replicas", "without_replicas": sorted(down)}))
-                self._no_replicas = down
-            except Exception as exc:  # the controller may be restarting; keep the last view
-                log.warning("could not read Serve status: %r", exc)
+            await self._read_replicas()
             await asyncio.sleep(self._config.routing.fallback.health_poll_s)
+
+    async def _read_replicas(self) -> None:
+        try:
+            status = await asyncio.to_thread(serve.status)
+            down = tiers_without_replicas(self._config, status.applications.get(self._app_name))
+            if down != self._no_replicas:
+                log.warning(json.dumps({"event": "tier_replicas", "without_replicas": sorted(down)}))
+            self._no_replicas = down
+        except Exception as exc:  # the controller may be restarting; keep the last view
+            log.warning("could not read Serve status: %r", exc)
 
     def _unavailable(self) -> frozenset[str]:
         now = time.monotonic()
@@ -117,7 +120,11 @@ class Router:
     async def tiers_seen_down(self) -> list[str]:
         """Tiers this router's replica view has without a running replica. Readiness waits
         for it to be empty, so the first requests after a deploy are not routed on a view
-        polled while the tiers were still starting (it also warms the ingress's handle)."""
+        polled while the tiers were still starting (it also warms the ingress's handle).
+        A view with tiers down is read afresh: a deploy is ready when its last tier is,
+        not up to `health_poll_s` later."""
+        if self._no_replicas:
+            await self._read_replicas()
         return sorted(self._no_replicas)
 
     async def suspended(self) -> list[str]:

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -135,14 +136,22 @@ class TierServer(LLMServer):
         self._window = load_scaled_window(tier.stream_coalesce_ms / 1000,
                                           tier.stream_coalesce_max_ms / 1000, lambda: self._streams)
         self._ready = False
+        started = time.monotonic()
         llm_config = await self._fetch_model(llm_config)
+        fetched = time.monotonic()
         shm_before = engine_shm.shm_segments()
         await super().__init__(llm_config)
+        engine_up = time.monotonic()
         if tier.resources.cpu_cores:
             pinned = pin_engine_processes(tier.resources.cpu_cores)
             logger.info("tier %s: pinned engine pids %s to cores %s",
                         tier.name, pinned, tier.resources.cpu_cores)
+        warm_start = time.monotonic()
         await self._warm_up()
+        # Where a cold start goes (`tierserve bench cold-start` reads this line).
+        logger.info("tier %s: replica ready in %.2fs (model %.2fs, engine %.2fs, warm-up %.2fs)",
+                    tier.name, time.monotonic() - started, fetched - started, engine_up - fetched,
+                    time.monotonic() - warm_start)
         tracer = setup_tracing(tracing or TracingConfig(), "tier")
         if tracer.on:  # a span per call; untraced replicas keep the plain method
             self.generate = traced(tracer, tier.name, self.generate)  # type: ignore[method-assign,assignment]

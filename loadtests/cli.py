@@ -107,13 +107,12 @@ def cmd_bench_tiering(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_cold_start(args: argparse.Namespace) -> int:
-    from loadtests.bench.coldstart import run_cold_start
+    from loadtests.bench.coldstart import run_cold_start, table
 
     out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-cold-start"
-    cold = run_cold_start(_bench_plan(args), out)
-    (out / "cold_start.json").write_text(json.dumps(cold, indent=2))
-    for name, seconds in cold.items():
-        print(f"{name:<16} {seconds:6.1f} s to ready")
+    result = run_cold_start(_bench_plan(args), out)
+    (out / "cold_start.json").write_text(json.dumps(result, indent=2))
+    print(table(result))
     print(f"results in {out}")
     return 0
 

@@ -65,6 +65,7 @@ class Running:
     targets: dict[str, tg.Target]
     cold_start_s: dict[str, float]
     bare_pid: int | None
+    started_at: dict[str, float] = field(default_factory=dict)  # wall clock, to read logs by
 
 
 @contextlib.contextmanager
@@ -80,10 +81,12 @@ def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[Running]:
     tier = config.tier(plan.tier)
     found: dict[str, tg.Target] = {}
     cold: dict[str, float] = {}
+    started: dict[str, float] = {}
     bare = rayllm = None
     ray_up = False
     try:
         if BARE in plan.targets:
+            started[BARE] = time.time()
             bare, cold[BARE] = tg.start_bare(tier, plan.bare_port, env, log_dir / "bare-vllm.log")
             found[BARE] = tg.Target(BARE, f"http://127.0.0.1:{plan.bare_port}/v1/chat/completions")
         if RAYLLM in plan.targets:  # its own Ray, with Ray Serve's defaults
@@ -96,10 +99,11 @@ def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[Running]:
             _start_serve(plan)
             ray_up = True
             base = f"http://127.0.0.1:{plan.serve_port}"
+            started[TIERSERVE] = time.time()
             cold[TIERSERVE] = _deploy_tierserve(plan.graph_builder, config if plan.full_graph else
                                                 tg.single_tier_config(config, plan.tier), base)
             found[TIERSERVE] = tg.Target(TIERSERVE, f"{base}/v1/chat/completions")
-        yield Running(found, cold, bare.pid if bare is not None else None)
+        yield Running(found, cold, bare.pid if bare is not None else None, started)
     finally:
         # vLLM engines leave their shared-memory segments behind; note ours before stopping.
         ours = mapped_shm_segments([p.pid for p in psutil.Process().children(recursive=True)])
@@ -145,7 +149,9 @@ def _deploy_tierserve(builder: str, config: Any, base: str) -> float:
     module, func = builder.split(":")
     build_graph = getattr(importlib.import_module(module), func)
     start = time.monotonic()
-    serve.run(build_graph(config), name="tierserve", route_prefix="/")
+    # Not serve.run: it polls the app's status once a second; readiness is the ingress's word.
+    serve.run_many([serve.RunTarget(build_graph(config), name="tierserve", route_prefix="/")],
+                   wait_for_applications_running=False)
     tg.wait_http(f"{base}/readyz", 600)  # ready = every tier answered a warm-up
     return time.monotonic() - start
 

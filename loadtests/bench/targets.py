@@ -30,8 +30,10 @@ class Target:
     chat_url: str
 
 
-def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> float:
-    """Poll `url` until it answers 200; returns the seconds waited."""
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None,
+              every_s: float = 0.2) -> float:
+    """Poll `url` until it answers 200; returns the seconds waited (cold starts are timed by
+    this, so the poll is short: at most `every_s` late)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if proc is not None and proc.poll() is not None:
@@ -42,7 +44,7 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
                     return time.monotonic() - start
         except OSError:
             pass
-        time.sleep(0.5)
+        time.sleep(every_s)
     raise TimeoutError(f"{url} not ready in {timeout_s:.0f}s")
 
 
