@@ -99,6 +99,8 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from app.routing.training.evaluate import evaluate, heldout_rows, plot
 
+    if args.tiering:
+        return _tiering(args)
     if args.kfold:
         return _kfold(args)
     scorer = load_scorer(args.artifact or _configured_artifact(args.profile))
@@ -132,6 +134,63 @@ def _kfold(args: argparse.Namespace) -> int:
         print(f"{name:15s} {r['apgr']:7.4f} {r['apgr_sd']:6.3f} {r['cpt50']:7.1%} "
               f"{r['apgr_mmlu']:7.4f} {r['apgr_gsm8k']:7.4f}")
     return 0
+
+
+def _tiering(args: argparse.Namespace) -> int:
+    from app.routing.training import tiering
+
+    config = load_config(args.profile)
+    if args.cost_ladder:
+        config = tiering.with_cost_ladder(config, *args.cost_ladder)
+    scorer = load_scorer(args.artifact or _configured_artifact(args.profile))
+    if args.kfold:  # every dev prompt, scored by a fold model that never saw its subject
+        from app.routing.training.data import load_rows
+        from app.routing.training.kfold import out_of_fold_scores
+
+        p = tiering.priced(config, load_rows(args.data))
+        oof = out_of_fold_scores(p.rows, args.kfold, args.seed)
+        split = f"all {len(p.rows)} dev prompts, {args.kfold}-fold out-of-fold embedding-gain scores"
+    else:
+        p, oof = tiering.heldout_priced(config, args.data, scorer), None
+        split = f"{len(p.rows)} held-out prompts"
+    if not p.rows:
+        print(f"{args.data}: no held-out prompt fits the weak tier", file=sys.stderr)
+        return 2
+    routed = tiering.route(config, [r.prompt for r in p.rows], scorer, scores=oof)
+    threshold = config.routing.thresholds[0] if args.threshold is None else args.threshold
+    shipped = tiering.outcome(p, routed.up(threshold), threshold)
+    best = tiering.cheapest_at(tiering.frontier(p, routed), args.target_accuracy)
+    sweep = tiering.sweep(p, routed)
+    if args.json:
+        as_dict = lambda o: o and {k: round(v, 6) if v is not None else None  # noqa: E731
+                                    for k, v in vars(o).items()}
+        print(json.dumps({"n": len(p.rows), "split": split, "picker": _picker_name(config),
+                          "configured": as_dict(shipped), "cheapest_at_target": as_dict(best),
+                          "sweep": [as_dict(o) for o in sweep]}))
+        return 0
+    print(f"tiering on {split} that fit {config.routing.weak_tier}'s context "
+          f"(profile {args.profile}, picker {_picker_name(config)}, {tiering.ANSWER_TOKENS} "
+          f"answer tokens; relative to all {config.routing.strong_tier})")
+    print(f"{'':24s} {'threshold':>9s} {'to strong':>9s} {'accuracy':>9s} {'priced cost':>11s}")
+
+    def line(name: str, o) -> None:
+        print(f"{name:24s} {o.threshold:9.5f} {o.to_strong:9.1%} {o.rel_accuracy:9.1%} {o.rel_cost:11.1%}")
+    line("configured", shipped)
+    if best is not None:
+        line(f"cheapest at {args.target_accuracy:.0%}", best)
+    else:
+        print(f"cheapest at {args.target_accuracy:.0%}: no threshold reaches it")
+    for o in sweep:
+        line("sweep", o)
+    return 0
+
+
+def _picker_name(config: TierserveConfig) -> str:
+    picker = config.routing.plugins.picker if config.routing.plugins else None
+    if picker is None:
+        return "ladder"
+    params = ", ".join(f"{k}={v}" for k, v in picker.params.items())
+    return f"{picker.name}({params})" if params else picker.name
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -187,6 +246,17 @@ def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kfold", type=int, metavar="K",
                    help="instead: retrain both recipes in K folds by subject and compare")
     p.add_argument("--seed", type=int, default=0, help="k-fold assignment seed")
+    p.add_argument("--tiering", action="store_true",
+                   help="instead: the profile's two-tier policy on the held-out prompts that fit the "
+                        "weak tier: share to the strong tier by count, accuracy and priced cost "
+                        "relative to all-strong, at the configured threshold and a sweep")
+    p.add_argument("--target-accuracy", type=float, default=0.95,
+                   help="--tiering: also show the cheapest threshold keeping this relative accuracy")
+    p.add_argument("--threshold", type=float,
+                   help="--tiering: compare the picker's key with this instead of the profile's threshold")
+    p.add_argument("--cost-ladder", nargs=2, type=float, metavar=("E", "POWER"),
+                   help="--tiering: instead of the profile's picker, the cost-ladder one with "
+                        "completion_tokens E and length_power POWER (key = score*(E/(tokens+E))^POWER)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=Path, help="write the router-vs-random plot to this PNG")
     p.set_defaults(func=_eval)

@@ -38,28 +38,19 @@ class Sample:
     source: str
 
 
-def sample(profile: str, n: int, seed: int, margin_tokens: int = 256) -> list[Sample]:
-    """n held-out prompts (unseen by the configured scorer) that fit the weakest tier's context
-    with `margin_tokens` to spare, counted with that tier's own tokenizer where it is local
-    (bytes/4 undercounts small vocabularies: the tiny models' by ~2.3x)."""
+def sample(profile: str, n: int, seed: int) -> list[Sample]:
+    """n held-out prompts (unseen by the configured scorer) that fit the weakest tier's context,
+    counted as `tierserve route-eval --tiering` counts them (app/routing/training/tiering.py)."""
     from app.config.loader import REPO_ROOT, load_config
-    from app.routing.features import estimate_tokens
     from app.routing.scorer import load_scorer
     from app.routing.training.data import DEFAULT_DATA_DIR
     from app.routing.training.evaluate import heldout_rows
+    from app.routing.training.tiering import priced
 
     config = load_config(profile)
-    weak = config.tier(config.routing.weak_tier)
-    budget = weak.max_model_len - margin_tokens
-    count = estimate_tokens
-    if (REPO_ROOT / weak.model_source).is_dir():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(REPO_ROOT / weak.model_source)
-        count = lambda text: len(tokenizer.encode(text))  # noqa: E731
     scorer = load_scorer(REPO_ROOT / config.routing.learned.artifact)
     rows = heldout_rows(DEFAULT_DATA_DIR, scorer)  # type: ignore[arg-type]
-    rows = [r for r in random.Random(seed).sample(rows, len(rows)) if count(r.prompt) <= budget][:n]
+    rows = priced(config, random.Random(seed).sample(rows, len(rows))).rows[:n]
     return [Sample(r.prompt, r.weak_ok, r.strong_ok, r.source) for r in rows]
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from app.cli import main
-from app.config.loader import REPO_ROOT
+from app.config.loader import REPO_ROOT, load_config
 from app.keys.traffic import TrafficStore
 from app.local_cluster import LocalStack
 from app.routing.training.data import DEFAULT_DATA_DIR, Row, load_rows
@@ -126,7 +126,8 @@ def test_feedback_retrain_shadow_promote(learning_stack, capsys):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "request_not_found"
     db = TrafficStore(db_url)
     live_version = db.find(first).scorer_version
-    assert live_version.startswith("complexity.json@") and db.find(first).features is not None
+    shipped = Path(load_config("local-cpu").routing.learned.artifact).name  # the configured scorer
+    assert live_version.startswith(f"{shipped}@") and db.find(first).features is not None
 
     # 2. A candidate trained on the shared data plus the labelled traffic.
     candidate = temp / "candidate.json"

@@ -45,3 +45,18 @@ def test_calibration_reaches_the_share_on_the_picker_key():
     assert abs(cal.achieved["reasoning"] - 0.4) <= 0.02
     tuned = with_thresholds(config, cal.thresholds)
     assert abs(shares_of(tuned, route_all(tuned, prompts, ByLength(0)))["reasoning"] - 0.4) <= 0.02
+
+
+def test_length_power_softens_the_penalty():
+    def picker(power: float):
+        plugins = {"picker": {"name": "cost-ladder",
+                              "params": {"completion_tokens": 100, "length_power": power}}}
+        return build_pipeline(two_tier_config(plugins=plugins)).picker.plugin
+
+    full, half, none = picker(1.0), picker(0.5), picker(0.0)
+    assert full.key(0.8, 300) == 0.8 * 100 / 400
+    assert abs(half.key(0.8, 300) - 0.8 * (100 / 400) ** 0.5) < 1e-12
+    assert none.key(0.8, 300) == 0.8  # the plain ladder's key
+    # Softer: a long prompt keeps more of its score, but still less than a short one.
+    assert full.key(0.8, 300) < half.key(0.8, 300) < none.key(0.8, 300)
+    assert half.key(0.8, 3000) < half.key(0.8, 30)

@@ -237,4 +237,5 @@ def test_two_tier_profile_default_pipeline_is_todays_cascade() -> None:
     assert [n.name for n in pipeline.filters] == ["health", "context-fit", "affinity"]
     d = run(pipeline.decide(request("hi")))
     assert (d.tier, d.reason) == ("fast", "rule:short-prompt")
-    assert d.scorer_version and d.scorer_version.startswith("complexity.json@")
+    # The shipped scorer: the embedding one with objective gain (configs/routing.yaml).
+    assert d.scorer_version and d.scorer_version.startswith("complexity_embed_gain.json@")

@@ -7,6 +7,10 @@ knapsack order: for the same priced cost it buys more accuracy than ranking by t
 alone. The key compared with the thresholds is score * E / (prompt_tokens + E), in [0, 1],
 with E = `completion_tokens`, the answer length the cost estimate assumes (the same for every
 request, so thresholds calibrated on reference prompts hold for live ones).
+
+`length_power` a softens the penalty: key = score * (E / (prompt_tokens + E)) ** a. a = 1 is
+the knapsack order above; a = 0 is the plain ladder (score alone); in between trades the
+priced cost of a share against how many requests, by count, go up.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from app.routing.plugins.picker import LadderPicker
 
 class CostParams(NoParams):
     completion_tokens: int = Field(256, gt=0)
+    length_power: float = Field(1.0, ge=0.0, le=4.0)
 
 
 class CostLadderPicker(LadderPicker):
@@ -30,9 +35,10 @@ class CostLadderPicker(LadderPicker):
         super().__init__(setup)
         assert isinstance(setup.params, CostParams)
         self._e = float(setup.params.completion_tokens)
+        self._power = float(setup.params.length_power)
 
     def key(self, score: float, prompt_tokens: int) -> float:
-        return score * self._e / (max(0, prompt_tokens) + self._e)
+        return score * (self._e / (max(0, prompt_tokens) + self._e)) ** self._power
 
     def pick(self, ctx: Context, score: float) -> str:
         return self._ladder[bisect_right(self.thresholds, self.key(score, ctx.features.prompt_tokens))]

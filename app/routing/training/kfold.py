@@ -98,3 +98,21 @@ def summary(results: dict[str, list[FoldScores]]) -> dict[str, dict[str, float]]
             row[f"apgr_{source}"] = float(np.mean([f.per_source[source] for f in folds]))
         table[name] = {k: round(v, 4) for k, v in row.items()}
     return table
+
+
+def out_of_fold_scores(rows: list[Row], k: int = 5, seed: int = 0,
+                       objective: train_embed.Objective = "gain") -> np.ndarray:
+    """The embedding recipe's score of every row from a model that never saw its subject (or
+    GSM8K row): k folds by subject over `rows`, the recipe refit on the rest each time. For
+    choosing routing knobs on training prompts with the spread unseen prompts would have."""
+    index = {(r.group, r.digest): i for i, r in enumerate(rows)}
+    cache = {"all": train_embed.matrices(rows), "index": index}
+    by_key: dict[tuple[str, str], float] = {}
+    for fold in kfold_by_subject(rows, k, seed):
+        test_idx = np.array([index[(r.group, r.digest)] for r in fold.test])
+        scorer, _ = train_embed.fit_recipe(fold.train, seed, cache=cache,  # type: ignore[arg-type]
+                                           objective=objective)
+        got = train_embed.scores(scorer, cache["all"].take(test_idx))  # type: ignore[union-attr]
+        by_key.update({(r.group, r.digest): float(s) for r, s in zip(fold.test, got, strict=True)})
+    # A prompt repeated within a subject is one key: every copy gets its score.
+    return np.array([by_key[(r.group, r.digest)] for r in rows])
