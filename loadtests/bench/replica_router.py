@@ -10,10 +10,11 @@ earlier user turns and a fixed stand-in for each earlier answer: the random-weig
 models write noise) pinned to the tier's model, and its TTFT is taken.
 
 Reported per router: TTFT p50/p95 of turn 1 and of turns >= 2 (the cache-hit candidates);
-the share of turns >= 2 whose replica held the session's own history (cached tokens beyond
-the prefix every session shares: only a replica that served an earlier turn of this session
-has them); and from the Ray metrics port, vLLM's prefix cache queries/hits and requests per
-replica over the run.
+for turns >= 2, from each answer's cached-token count, the share that landed on the replica of
+the session's previous turn and the share whose replica held some of the session's own
+history (cached tokens beyond the prefix every session shares: only a replica that served an
+earlier turn of this session has them); and from the Ray metrics port, vLLM's prefix cache
+queries/hits and requests per replica over the run.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class ReplicaRouterPlan:
     routers: tuple[str, ...] = ROUTERS
     sessions: int = 8
     turns: int = 6
-    rounds: int = 3  # fresh sessions each round; rounds run one after another
+    rounds: int = 6  # fresh sessions each round; rounds run one after another
     max_tokens: int = 16
     # Shared by every session; ~2.9 tokens a word with the tiny models' tokenizer, so turn 1 is
     # ~480 prompt tokens (~340 shared) and each turn adds ~200 (more than one 128-token KV
@@ -129,18 +130,40 @@ def _ttft(results: list[TurnResult]) -> dict[str, Any]:
             "ttft_p95_ms": None if p95 is None else round(p95, 1)}
 
 
+def same_replica_as_previous_turn(results: list[TurnResult], shared_tokens: int) -> list[bool]:
+    """For each answered turn k >= 2 with cache figures (whose turn k-2 is known, if any): whether
+    its replica held turn k-1's prompt. A replica that served turn k-1 has that prompt's full KV
+    blocks; one that served only earlier turns has at most turn k-2's prompt (shared_tokens for
+    k = 2). So "cached more than turn k-2's prompt" means "served turn k-1" when each turn adds
+    more than a KV block (128 tokens on vLLM's CPU backend), as the bench's turns do."""
+    prompts = {(r.round_no, r.session, r.turn): r.prompt_tokens for r in results if r.ok}
+    out = []
+    for r in results:
+        if r.turn < 2 or not r.ok or r.cached_tokens is None:
+            continue
+        before = shared_tokens if r.turn == 2 else prompts.get((r.round_no, r.session, r.turn - 2))
+        if before is not None:
+            out.append(r.cached_tokens > before)
+    return out
+
+
+def _share(flags: list[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 3) if flags else None
+
+
 def turn_figures(results: list[TurnResult], shared_tokens: int) -> dict[str, Any]:
-    """TTFT of turn 1 and of turns >= 2; for turns >= 2, the share that found the session's own
-    history in their replica's cache (cached tokens beyond `shared_tokens`) and the share of
-    their prompt tokens served from the cache (None without cache figures)."""
+    """TTFT of turn 1 and of turns >= 2; for turns >= 2, the share whose replica held the
+    session's own history (cached tokens beyond `shared_tokens`: it served some earlier turn),
+    the share whose replica served the previous turn, and the share of their prompt tokens
+    served from the cache (None without cache figures)."""
     later = [r for r in results if r.turn >= 2]
     cached = [(r.cached_tokens, r.prompt_tokens) for r in later if r.ok and r.cached_tokens is not None]
     prompt = sum(p for _, p in cached)
     return {
         "turn_1": _ttft([r for r in results if r.turn == 1]),
         "turns_2_plus": _ttft(later),
-        "history_hit_share": round(sum(c > shared_tokens for c, _ in cached) / len(cached), 3)
-        if cached else None,
+        "history_hit_share": _share([c > shared_tokens for c, _ in cached]),
+        "same_replica_share": _share(same_replica_as_previous_turn(results, shared_tokens)),
         "cached_token_share": round(sum(c for c, _ in cached) / prompt, 3) if prompt else None,
     }
 
@@ -321,7 +344,7 @@ def measure_router(plan: ReplicaRouterPlan, router: str) -> dict[str, Any]:
     firsts = [conversation(plan, rnd, s)[0] for rnd in range(plan.rounds) for s in range(plan.sessions)]
     shared = shared_prefix_tokens(firsts, encode) if encode else None
     figures = turn_figures(results, shared) if shared is not None else {
-        **turn_figures(results, 0), "history_hit_share": None}
+        **turn_figures(results, 0), "history_hit_share": None, "same_replica_share": None}
     per_replica = replica_counters(before, after)
     return {"router": router, "deploy_to_ready_s": round(ready_s, 1), "workload_s": round(wall_s, 1),
             "shared_prefix_tokens": shared, **figures, "per_replica": per_replica,
@@ -349,13 +372,15 @@ def _ms(figs: dict[str, Any]) -> str:
 
 def table(summary: dict[str, Any]) -> str:
     lines = ["| replica router | TTFT turn 1, p50 / p95 ms | TTFT turns >= 2, p50 / p95 ms | "
-             "turns >= 2 that found their history cached | prompt tokens from cache (turns >= 2) | "
-             "requests per replica | engine prefix hit rate |", "|---|---|---|---|---|---|---|"]
+             "turns >= 2 on the previous turn's replica | turns >= 2 that found their history cached | "
+             "prompt tokens from cache (turns >= 2) | requests per replica | engine prefix hit rate |",
+             "|---|---|---|---|---|---|---|---|"]
     for run in summary["runs"]:
         reps = run["per_replica"].values()
         split = " / ".join(str(int(c.get("requests", 0))) for c in reps) or "–"
         queried = sum(c.get("prefix_queried_tokens", 0) for c in reps)
         hit_rate = round(sum(c.get("prefix_hit_tokens", 0) for c in reps) / queried, 3) if queried else "–"
         lines.append(f"| {run['router']} | {_ms(run['turn_1'])} | {_ms(run['turns_2_plus'])} | "
-                     f"{run['history_hit_share']} | {run['cached_token_share']} | {split} | {hit_rate} |")
+                     f"{run['same_replica_share']} | {run['history_hit_share']} | "
+                     f"{run['cached_token_share']} | {split} | {hit_rate} |")
     return "\n".join(lines) + "\n"

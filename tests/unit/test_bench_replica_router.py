@@ -17,6 +17,7 @@ from loadtests.bench.replica_router import (
     check_fits,
     conversation,
     replica_counters,
+    same_replica_as_previous_turn,
     shared_prefix_tokens,
     table,
     turn_figures,
@@ -68,9 +69,32 @@ def test_turn_figures_split_turn_one_from_later_turns_and_count_history_hits() -
     assert figs["turn_1"] == {"n": 2, "errors": 0, "ttft_p50_ms": 200.0, "ttft_p95_ms": 290.0}
     assert figs["turns_2_plus"] == {"n": 3, "errors": 1, "ttft_p50_ms": 30.0, "ttft_p95_ms": 39.0}
     assert figs["history_hit_share"] == 0.5
+    assert figs["same_replica_share"] == 0.5
     assert figs["cached_token_share"] == round(640 / 1360, 3)
     no_cache_figures = [TurnResult(0, 0, 2, True, 200, ttft_s=0.01, prompt_tokens=10)]
     assert turn_figures(no_cache_figures, shared)["history_hit_share"] is None
+
+
+def test_a_turn_is_on_its_previous_turns_replica_when_it_cached_more_than_the_turn_before_that(
+        ) -> None:
+    shared = 300  # each turn adds ~200 tokens, more than a 128-token block
+    prompts = {1: 480, 2: 680, 3: 880, 4: 1080}
+
+    def turn(n: int, cached: int | None, ok: bool = True) -> TurnResult:
+        return TurnResult(0, 0, n, ok, 200 if ok else 503, ttft_s=0.01, prompt_tokens=prompts[n],
+                          cached_tokens=cached)
+
+    results = [turn(1, 0),
+               turn(2, 384),  # > shared: its replica served turn 1
+               turn(3, 384),  # only turn 1's prompt (480 is turn 3's "k-2"): not turn 2's replica
+               turn(4, 768)]  # > 680 (turn 2's prompt): turn 3's replica
+    assert same_replica_as_previous_turn(results, shared) == [True, False, True]
+    # turn 3's own history hit still counts: it found turn 1 there
+    assert turn_figures(results, shared)["history_hit_share"] == 1.0
+    # a failed turn k-2 leaves turn k unjudged; a turn without cache figures is skipped
+    gap = [turn(1, 0), turn(2, 384, ok=False), turn(3, 640), turn(4, 768)]
+    assert same_replica_as_previous_turn(gap, shared) == [True]
+    assert same_replica_as_previous_turn([turn(1, 0), turn(2, None)], shared) == []
 
 
 def test_replica_counters_are_what_grew_between_scrapes_and_table_shows_the_split() -> None:
