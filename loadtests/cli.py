@@ -251,7 +251,7 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     rr.add_argument("--routers", default="power_of_two,prefix_cache_affinity")
     rr.add_argument("--sessions", type=int, default=8, help="conversations at once")
     rr.add_argument("--turns", type=int, default=6, help="turns per conversation")
-    rr.add_argument("--rounds", type=int, default=3, help="fresh sessions, one round after another")
+    rr.add_argument("--rounds", type=int, default=6, help="fresh sessions, one round after another")
     rr.add_argument("--max-tokens", type=int, default=16)
     rr.add_argument("--system-words", type=int, default=120,
                     help="words of the system prompt every session shares (0: none)")
