@@ -147,3 +147,13 @@ def test_stream_chat_reads_prompt_and_cached_tokens_from_usage() -> None:
     events[1]["usage"]["prompt_tokens_details"] = None  # the engine gives no cache figures
     timing = asyncio.run(go("".join(f"data: {json.dumps(e)}\n\n" for e in events)))
     assert (timing.prompt_tokens, timing.cached_tokens) == (480, None)
+
+
+def test_the_cli_registers_the_bench_and_refuses_an_unknown_router_before_starting_anything(
+        capsys) -> None:
+    from app.cli import build_parser, main
+
+    args = build_parser().parse_args(["bench", "replica-router", "--sessions", "2"])
+    assert args.func.__name__ == "cmd_bench_replica_router" and args.sessions == 2
+    assert main(["bench", "replica-router", "--routers", "power_of_two,round_robin"]) == 2
+    assert "round_robin" in capsys.readouterr().out
