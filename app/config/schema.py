@@ -148,7 +148,9 @@ class TierConfig(Strict):
     cold_start_timeout_s: float = Field(300, gt=0)
     # How Serve picks a replica of this tier: Serve's default power-of-two-choices on queue
     # length, or Ray's PrefixCacheAffinityRouter (replicas that hold a request's prompt prefix
-    # in their KV cache first); matters with 2+ replicas and vLLM prefix caching.
+    # in their KV cache first); matters with 2+ replicas and vLLM prefix caching. Power-of-two
+    # by default: on a multi-turn workload here the affinity router doubled TTFT (README,
+    # "Replica routing"; re-measure with `tierserve bench replica-router`).
     replica_router: Literal["power_of_two", "prefix_cache_affinity"] = "power_of_two"
 
     @property
