@@ -149,6 +149,8 @@ def single_tier_config(config: TierserveConfig, tier_name: str) -> TierserveConf
     routing = data["routing"]
     for key in ("default_tier", "weak_tier", "strong_tier"):
         routing[key] = tier_name
+    # A ladder of one tier: no score thresholds, no traffic shares to aim for.
+    routing.update(ladder=[tier_name], thresholds=[], target_shares=None)
     for rule in routing["rules"]:
         rule["tier"] = tier_name
     return TierserveConfig.model_validate(data)

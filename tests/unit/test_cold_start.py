@@ -107,3 +107,14 @@ def test_tierserve_phases_from_serve_and_replica_logs(tmp_path):
     assert dict(got)["replica scheduled -> constructor started"] == pytest.approx(6.9, abs=0.01)
     assert sum(s for _, s in got) == pytest.approx(23.3, abs=0.01)
     assert split == {"constructor": 15.2, "model": 0.0, "engine": 14.6, "warm-up": 0.4}
+
+
+@pytest.mark.parametrize("profile", ["local-cpu", "local-cpu-3tier", "local-elastic"])
+def test_single_tier_config_is_a_valid_profile_for_each_tier(profile):
+    from loadtests.bench.targets import single_tier_config
+
+    config = load_config(profile)
+    for tier in config.tiers:
+        one = single_tier_config(config, tier.name)
+        assert [t.name for t in one.tiers] == [tier.name]
+        assert one.routing.ladder == [tier.name] and one.routing.default_tier == tier.name
