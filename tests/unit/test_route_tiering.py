@@ -122,3 +122,22 @@ def test_out_of_fold_scores_cover_every_row_reproducibly(tmp_path) -> None:
     assert ((first >= 0) & (first <= 1)).all() and first[-3:].tolist() == first[:3].tolist()
     assert out_of_fold_scores(rows, 3, seed=0).tolist() == first.tolist()
     assert out_of_fold_scores(rows, 3, seed=1).tolist() != first.tolist()  # other folds, other models
+
+
+def test_route_eval_tiering_prints_the_configured_point_and_a_sweep(tmp_path, capsys) -> None:
+    import json
+
+    from app.cli import main
+    from tests.unit.test_route_eval import _write_dataset
+
+    data = _write_dataset(tmp_path)  # subjects the shipped scorer never saw: all held out
+    assert main(["route-eval", "--tiering", "--json", "--data", str(data), "--threshold", "0.0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] > 200 and out["picker"] == "ladder"
+    # Threshold 0: every prompt the score decides goes up, and all-strong is the reference.
+    assert out["configured"]["to_strong"] > 0.9 and out["configured"]["rel_cost"] > 0.9
+    shares = [o["to_strong"] for o in out["sweep"]]
+    assert shares == sorted(shares) and len(shares) == 19
+    assert main(["route-eval", "--tiering", "--json", "--data", str(data),
+                 "--cost-ladder", "64", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["picker"].startswith("cost-ladder(completion_tokens=64")
