@@ -176,6 +176,32 @@ def test_tier_server_counts_a_request_as_waiting_until_its_first_output():
     assert server._waiting._count == 0
 
 
+@pytest.mark.filterwarnings("ignore:coroutine .LLMServer.__del__. was never awaited")
+def test_closing_generate_closes_the_engine_stream_at_once():
+    from deployments.tier import TierServer
+
+    server = TierServer.__new__(TierServer)
+    server._waiting = WaitingGauge()
+    closed: list[bool] = []
+
+    async def items(call):
+        try:
+            yield "first"
+            yield "second"
+        finally:
+            closed.append(True)  # the engine stream's own cleanup: vLLM aborts the request here
+
+    server._generate = items
+
+    async def first_then_close() -> None:
+        gen = server.generate(None)
+        assert await gen.__anext__() == "first"
+        await gen.aclose()
+        assert closed == [True]  # already, not when the generator is collected
+
+    asyncio.run(first_then_close())
+
+
 async def _never_yields(call):
     await asyncio.sleep(3600)
     yield "never"
