@@ -59,10 +59,11 @@ def _limits(info) -> str:
     return " ".join(parts)
 
 
-def _print_key(info, out=sys.stdout) -> None:
+def _print_key(info, out=None) -> None:
     state = "revoked " + _when(info.revoked_at) if info.revoked_at else "active"
+    # sys.stdout at call time, not at import (a test's captured stream may be gone by then)
     print(f"{info.id}  {info.prefix}…  team={info.team}  name={info.name}  {state}  "
-          f"expires={_when(info.expires_at)}  {_limits(info)}", file=out)
+          f"expires={_when(info.expires_at)}  {_limits(info)}", file=out or sys.stdout)
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
