@@ -41,7 +41,7 @@ def tiers_without_replicas(config: TierserveConfig, app_status) -> set[str]:
 
 
 class Router:
-    async def __init__(self, config: TierserveConfig) -> None:
+    async def __init__(self, config: TierserveConfig) -> None:  # type: ignore[misc]  # Serve awaits it
         self._config = config
         aff = config.routing.affinity  # one store for the life of the replica (reconfigure keeps it)
         self._store = make_store(aff.store_url, aff.ttl_s, aff.max_sessions) if aff.enabled else None

@@ -36,7 +36,8 @@ def plugin_refs(routing: RoutingConfig) -> dict[str, list[PluginRef]]:
 
 def _resolve(config: TierserveConfig) -> dict[str, list[tuple[PluginRef, type[Plugin], Setup]]]:
     """Classes and validated params of every plugin; ConfigError naming file and field."""
-    errors, out = [], {}
+    errors: list[str] = []
+    out: dict[str, list[tuple[PluginRef, type[Plugin], Setup]]] = {}
     for kind, refs in plugin_refs(config.routing).items():
         out[kind] = []
         single = kind in ("picker", "plan")

@@ -46,8 +46,11 @@ class Head:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Head:
-        return cls(*(tuple(map(float, d[k])) for k in ("mean", "scale", "weights", "embed_weights")),
-                   float(d["bias"]))
+        def floats(key: str) -> tuple[float, ...]:
+            return tuple(map(float, d[key]))
+
+        return cls(mean=floats("mean"), scale=floats("scale"), weights=floats("weights"),
+                   embed_weights=floats("embed_weights"), bias=float(d["bias"]))
 
 
 @dataclass(frozen=True)

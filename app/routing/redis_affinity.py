@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis.asyncio as redis
 
@@ -49,7 +49,9 @@ class RedisAffinityStore:
         return result
 
     async def get(self, session_id: str) -> str | None:
-        return await self._call(self._client.get(KEY_PREFIX + session_id), "routing without affinity")
+        # decode_responses=True: redis-py types every reply as bytes | str, this one is str.
+        read = cast("Awaitable[str | None]", self._client.get(KEY_PREFIX + session_id))
+        return await self._call(read, "routing without affinity")
 
     async def put(self, session_id: str, tier: str) -> None:
         await self._call(self._client.set(KEY_PREFIX + session_id, tier, px=self._ttl_ms),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.routing.features import RequestFeatures
 
@@ -15,7 +15,17 @@ class ComplexityScorer(Protocol):
         ...
 
 
-def load_scorer(path: str | Path) -> ComplexityScorer:
+class TrainedScorer(ComplexityScorer, Protocol):
+    """A scorer loaded from an artifact: what training and evaluation read besides the score."""
+
+    @property
+    def meta(self) -> dict[str, Any]:  # train_subjects, gsm8k_train_digests, ...
+        ...
+
+    def score_text(self, text: str) -> float: ...
+
+
+def load_scorer(path: str | Path) -> TrainedScorer:
     """The scorer an artifact describes: its `model` field picks the class (selectable in
     configs/routing.yaml via `learned.artifact`)."""
     from app.routing import learned, learned_embed

@@ -49,7 +49,7 @@ class ReasoningEffortPin(PinPlugin):
         names = {t.name for t in setup.config.tiers}
         if unknown := sorted(set(setup.params.tiers.values()) - names):
             raise ValueError(f"reasoning-effort names unknown tier(s) {unknown}; tiers are {sorted(names)}")
-        self._tiers: dict[str, str] = dict(setup.params.tiers)
+        self._tiers: dict[str, str] = {str(effort): tier for effort, tier in setup.params.tiers.items()}
 
     def pin(self, ctx: Context) -> Pin | None:
         effort = ctx.request.reasoning_effort

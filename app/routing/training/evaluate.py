@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.routing.learned import LearnedScorer
+from app.routing.scorer import TrainedScorer
 from app.routing.training.data import Row, load_rows, unseen
 from app.routing.training.metrics import Curve, random_apgr, routing_curve
 
@@ -28,14 +28,14 @@ class Report:
                 "n": self.n, "p50_ms": round(self.p50_ms, 4), "p99_ms": round(self.p99_ms, 4)}
 
 
-def heldout_rows(data_dir: Path, scorer: LearnedScorer) -> list[Row]:
+def heldout_rows(data_dir: Path, scorer: TrainedScorer) -> list[Row]:
     """The rows of `data_dir` the scorer did not train on (all of them for unseen data)."""
     meta = scorer.meta
     return unseen(load_rows(data_dir), set(meta.get("train_subjects", ())),
                   set(meta.get("gsm8k_train_digests", ())))
 
 
-def decision_latencies_ms(prompts: list[str], scorer: LearnedScorer, profile: str) -> np.ndarray:
+def decision_latencies_ms(prompts: list[str], scorer: TrainedScorer, profile: str) -> np.ndarray:
     """Time the whole pipeline (features, rules, scorer, filters) as the router measures it."""
     from app.config.loader import load_config
     from app.protocol.internal import RouteRequest
@@ -53,7 +53,7 @@ def decision_latencies_ms(prompts: list[str], scorer: LearnedScorer, profile: st
     return np.array(asyncio.run(run()))
 
 
-def evaluate(rows: list[Row], scorer: LearnedScorer, profile: str = "local-cpu") -> Report:
+def evaluate(rows: list[Row], scorer: TrainedScorer, profile: str = "local-cpu") -> Report:
     weak = np.array([r.weak_ok for r in rows])
     strong = np.array([r.strong_ok for r in rows])
     scores = np.array([scorer.score_text(r.prompt) for r in rows])

@@ -72,15 +72,14 @@ def kfold(data_dir: Path, k: int = 5, seed: int = 0) -> dict[str, list[FoldScore
     rows = load_rows(data_dir)
     index = {(r.group, r.digest): i for i, r in enumerate(rows)}
     x_hand = hand.feature_matrix(rows)
-    cache = {"all": train_embed.matrices(rows), "index": index}
+    cache = train_embed.FeatureCache(train_embed.matrices(rows), index)
     out: dict[str, list[FoldScores]] = {name: [] for name in (*RECIPES, "random")}
     for fold in kfold_by_subject(rows, k, seed):
         test_idx = np.array([index[(r.group, r.digest)] for r in fold.test])
         out["hand-features"].append(_measure(_hand_recipe(fold.train, seed, x_hand, index)[test_idx],
                                              fold.test))
-        scorer, _ = train_embed.fit_recipe(fold.train, seed, cache=cache,  # type: ignore[arg-type]
-                                           objective="gain")
-        test_m = cache["all"].take(test_idx)  # type: ignore[union-attr]
+        scorer, _ = train_embed.fit_recipe(fold.train, seed, cache=cache, objective="gain")
+        test_m = cache.all.take(test_idx)
         # The gain scorer's needs-strong heads are the plain embedding recipe, fitted once.
         out["embedding"].append(_measure(train_embed.logits(scorer, test_m), fold.test))
         out["embedding-gain"].append(_measure(train_embed.scores(scorer, test_m), fold.test))
@@ -106,13 +105,12 @@ def out_of_fold_scores(rows: list[Row], k: int = 5, seed: int = 0,
     GSM8K row): k folds by subject over `rows`, the recipe refit on the rest each time. For
     choosing routing knobs on training prompts with the spread unseen prompts would have."""
     index = {(r.group, r.digest): i for i, r in enumerate(rows)}
-    cache = {"all": train_embed.matrices(rows), "index": index}
+    cache = train_embed.FeatureCache(train_embed.matrices(rows), index)
     by_key: dict[tuple[str, str], float] = {}
     for fold in kfold_by_subject(rows, k, seed):
         test_idx = np.array([index[(r.group, r.digest)] for r in fold.test])
-        scorer, _ = train_embed.fit_recipe(fold.train, seed, cache=cache,  # type: ignore[arg-type]
-                                           objective=objective)
-        got = train_embed.scores(scorer, cache["all"].take(test_idx))  # type: ignore[union-attr]
+        scorer, _ = train_embed.fit_recipe(fold.train, seed, cache=cache, objective=objective)
+        got = train_embed.scores(scorer, cache.all.take(test_idx))
         by_key.update({(r.group, r.digest): float(s) for r, s in zip(fold.test, got, strict=True)})
     # A prompt repeated within a subject is one key: every copy gets its score.
     return np.array([by_key[(r.group, r.digest)] for r in rows])

@@ -110,18 +110,20 @@ def route(config: TierserveConfig, prompts: Sequence[str], scorer=None,
     `scores`: use these instead of the scorer's for the prompts decided by score (e.g.
     out-of-fold scores); rules do not read the score, so the rest is unchanged."""
     from app.routing.assemble import build_pipeline
+    from app.routing.plugin import PickerPlugin
     from app.routing.training.calibrate import route_all
 
     if len(config.routing.ladder) != 2:
         raise ValueError(f"tiering compares two tiers; the ladder is {config.routing.ladder}")
     picker = build_pipeline(config, scorer=scorer).picker.plugin
+    assert isinstance(picker, PickerPlugin)
     decisions = route_all(config, list(prompts), scorer)
     scored = np.array([d.reason == "score" and d.score is not None for d in decisions], dtype=bool)
     raw = np.array([d.score if d.score is not None else 0.0 for d in decisions], dtype=float)
     if scores is not None:
         raw = np.asarray(scores, dtype=float)
     tokens = [int(d.features.get("prompt_tokens", 0)) for d in decisions]
-    key = np.array([picker.key(float(s), t) for s, t in zip(raw, tokens, strict=True)])  # type: ignore[union-attr]
+    key = np.array([picker.key(float(s), t) for s, t in zip(raw, tokens, strict=True)])
     fixed_up = np.array([d.tier == config.routing.strong_tier for d in decisions], dtype=bool)
     return Routed(scored, fixed_up & ~scored, key)
 

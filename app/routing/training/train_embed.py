@@ -59,6 +59,17 @@ class Matrices:
         return Matrices(self.dense, self.emb, self.options, self.strong, self.weak)
 
 
+@dataclass(frozen=True)
+class FeatureCache:
+    """Matrices of every row, computed once (k-fold), and each row's place in them."""
+
+    all: Matrices
+    index: dict[tuple[str, str], int]
+
+    def rows(self, rows: list[Row]) -> Matrices:
+        return self.all.take(np.array([self.index[(r.group, r.digest)] for r in rows], dtype=int))
+
+
 Objective = Literal["needs-strong", "gain"]
 OBJECTIVES: tuple[Objective, ...] = ("needs-strong", "gain")
 
@@ -152,7 +163,7 @@ def embedding_info(embedder: StaticEmbedder) -> dict[str, str]:
 
 
 def fit_recipe(train_rows: list[Row], seed: int, embedder: StaticEmbedder | None = None,
-               cache: dict[str, Matrices] | None = None, extra: Matrices | None = None,
+               cache: FeatureCache | None = None, extra: Matrices | None = None,
                objective: Objective = "needs-strong",
                swap: bool = False) -> tuple[EmbeddingScorer, Matrices]:
     """The whole recipe on some rows: inner split, L2 per head, refit. Used by train and k-fold.
@@ -169,7 +180,7 @@ def fit_recipe(train_rows: list[Row], seed: int, embedder: StaticEmbedder | None
     inner = split_rows(train_rows, HELDOUT_SHARE, seed + 1)
 
     def get(rows: list[Row]) -> Matrices:
-        got = matrices(rows, embedder) if cache is None else _from_cache(rows, cache)
+        got = matrices(rows, embedder) if cache is None else cache.rows(rows)
         return got.swapped() if swap else got
     if swap and extra is not None:
         extra = extra.swapped()
@@ -182,11 +193,6 @@ def fit_recipe(train_rows: list[Row], seed: int, embedder: StaticEmbedder | None
         m = m + extra
         meta["n_feedback"] = len(extra)
     return fit(m, l2o, l2f, info, meta), m
-
-
-def _from_cache(rows: list[Row], cache: dict[str, Matrices]) -> Matrices:
-    index = cache["index"]  # type: ignore[index]
-    return cache["all"].take(np.array([index[(r.group, r.digest)] for r in rows], dtype=int))
 
 
 @dataclass(frozen=True)
