@@ -28,6 +28,12 @@ def _configured_artifact(profile: str = "local-cpu") -> Path:
     return REPO_ROOT / load_config(profile).routing.learned.artifact
 
 
+def _configured_objective(profile: str) -> str:
+    """The objective the live scorer was trained for, so retraining (from feedback too) makes
+    the same kind of scorer; `needs-strong` for artifacts that predate objectives."""
+    return str(load_scorer(_configured_artifact(profile)).meta.get("objective", "needs-strong"))
+
+
 def _shares(args: argparse.Namespace, config: TierserveConfig) -> list[float]:
     """Target shares in ladder order: --target-shares, else the profile's `target_shares`,
     else (two tiers) --target-reasoning-share."""
@@ -54,9 +60,11 @@ def _train(args: argparse.Namespace) -> int:
     shares = _shares(args, config)
     scorer, out = None, _configured_artifact(args.profile)
     if not args.calibrate_only:
+        objective = args.objective or (
+            _configured_objective(args.profile) if args.scorer == "embedding" else "needs-strong")
         if args.scorer == "embedding":
             from app.routing.training.train_embed import train
-            out = args.out or (EMBED_GAIN_ARTIFACT if args.objective == "gain" else EMBED_ARTIFACT)
+            out = args.out or (EMBED_GAIN_ARTIFACT if objective == "gain" else EMBED_ARTIFACT)
         else:
             from app.routing.training.train import train  # type: ignore[assignment]
             out = args.out or HAND_ARTIFACT
@@ -66,8 +74,8 @@ def _train(args: argparse.Namespace) -> int:
             raise SystemExit("--from-feedback trains the embedding scorer (--scorer embedding)")
         kwargs: dict = {"extra": extra} if extra is not None else {}
         if args.scorer == "embedding":
-            kwargs["objective"] = args.objective
-        elif args.objective != "needs-strong":
+            kwargs["objective"] = objective
+        elif objective != "needs-strong":
             raise SystemExit("--objective gain is a recipe of the embedding scorer")
         result = train(args.data, seed=args.seed, strong_share=shares[-1] / sum(shares), **kwargs)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -221,9 +229,10 @@ def add_routing_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--scorer", choices=["embedding", "hand-features"], default="embedding",
                    help="embedding: v2 (wordllama vectors + hand features); hand-features: v1")
-    p.add_argument("--objective", choices=["needs-strong", "gain"], default="needs-strong",
+    p.add_argument("--objective", choices=["needs-strong", "gain"], default=None,
                    help="embedding scorer: needs-strong (P(only the strong model is right)) or gain "
-                        "(that minus P(only the weak one is right), the expected gain of going up)")
+                        "(that minus P(only the weak one is right), the expected gain of going up); "
+                        "default: the objective of the scorer the profile runs")
     p.add_argument("--out", type=Path, help="default: the scorer's artifact in app/routing/artifacts/")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", default="local-cpu", help="whose ladder and policy to calibrate")

@@ -50,3 +50,12 @@ def test_gain_artifact_round_trips_and_the_plain_one_has_no_hurt_heads(scorer) -
     assert isinstance(plain, BoundEmbeddingScorer) and plain.model.hurt is None
     # Its needs-strong heads are the plain recipe's: the same seed and data give the same heads.
     assert (plain.model.options, plain.model.free) == (scorer.model.options, scorer.model.free)
+
+
+def test_retraining_keeps_the_objective_of_the_scorer_the_profile_runs():
+    # `route-train` (and `--from-feedback`) without --objective makes the kind of scorer that
+    # is live: the gain one on local-cpu, the plain label for a profile pinned to the hand scorer.
+    from app.routing.cli import _configured_objective
+
+    assert _configured_objective("local-cpu") == "gain"
+    assert _configured_objective("local-cpu-3tier") == "needs-strong"
