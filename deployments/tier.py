@@ -152,8 +152,6 @@ class TierServer(LLMServer):
         logger.info("tier %s: replica ready in %.2fs (model %.2fs, engine %.2fs, warm-up %.2fs)",
                     tier.name, time.monotonic() - started, fetched - started, engine_up - fetched,
                     time.monotonic() - warm_start)
-        for handler in logging.getLogger("ray.serve").handlers:  # Serve buffers replica logs
-            handler.flush()
         tracer = setup_tracing(tracing or TracingConfig(), "tier")
         if tracer.on:  # a span per call; untraced replicas keep the plain method
             self.generate = traced(tracer, tier.name, self.generate)  # type: ignore[method-assign,assignment]
