@@ -20,9 +20,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import psutil
@@ -58,6 +59,25 @@ def pin_engine_processes(cores: list[int]) -> list[int]:
         except (psutil.Error, OSError):
             continue
     return pinned
+
+
+@contextlib.contextmanager
+def serve_log_kept() -> Iterator[None]:
+    """Keep this replica's Serve log file while vLLM starts its engine.
+
+    vLLM configures logging then (`logging.config.dictConfig`), which closes every handler in
+    the process; Serve's replica log is a MemoryHandler whose close() drops its file target,
+    so nothing the replica logged afterwards (access lines, the tier's own lines) was written.
+    The file handler reopens on its next record.
+    """
+    held = [(h, h.target) for h in logging.getLogger("ray.serve").handlers
+            if isinstance(h, logging.handlers.MemoryHandler)]
+    try:
+        yield
+    finally:
+        for handler, target in held:
+            if handler.target is None and target is not None:
+                handler.setTarget(target)
 
 
 async def coalesce(stream: AsyncGenerator[Any, None], window_s: Callable[[], float] | float
@@ -140,7 +160,8 @@ class TierServer(LLMServer):
         llm_config = await self._fetch_model(llm_config)
         fetched = time.monotonic()
         shm_before = engine_shm.shm_segments()
-        await super().__init__(llm_config)
+        with serve_log_kept():
+            await super().__init__(llm_config)
         engine_up = time.monotonic()
         if tier.resources.cpu_cores:
             pinned = pin_engine_processes(tier.resources.cpu_cores)

@@ -118,3 +118,30 @@ def test_single_tier_config_is_a_valid_profile_for_each_tier(profile):
         one = single_tier_config(config, tier.name)
         assert [t.name for t in one.tiers] == [tier.name]
         assert one.routing.ladder == [tier.name] and one.routing.default_tier == tier.name
+
+
+def test_serve_log_survives_vllm_logging_setup(tmp_path):
+    """vLLM's dictConfig at engine start closes every handler in the process (here: the one
+    close() it makes on Serve's handler); the replica's log must go on."""
+    import logging.handlers
+
+    from deployments.tier import serve_log_kept
+
+    path = tmp_path / "replica.log"
+    memory = logging.handlers.MemoryHandler(capacity=100, target=logging.FileHandler(path),
+                                            flushLevel=logging.ERROR)
+    serve_logger = logging.getLogger("ray.serve")
+    serve_logger.addHandler(memory)
+    old_level = serve_logger.level
+    serve_logger.setLevel(logging.INFO)
+    try:
+        with serve_log_kept():
+            memory.close()  # what logging.config.dictConfig does to every handler
+        assert memory.target is not None
+        logging.getLogger("ray.serve.tierserve.tier").info("tier fast: replica ready")
+        memory.flush()
+        assert "tier fast: replica ready" in path.read_text()
+    finally:
+        serve_logger.removeHandler(memory)
+        serve_logger.setLevel(old_level)
+        memory.close()
