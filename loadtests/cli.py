@@ -73,10 +73,15 @@ def _bench_plan(args: argparse.Namespace):
     return plan
 
 
+def _results_dir(args: argparse.Namespace, bench: str) -> Path:
+    """results/<timestamp>-bench-<name>/ under --out."""
+    return Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{bench}"
+
+
 def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from loadtests.bench.overhead import run_overhead
 
-    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-overhead"
+    out = _results_dir(args, "overhead")
     report = run_overhead(_bench_plan(args), out)
     print((out / "overhead.md").read_text())
     print(f"results in {out}")
@@ -87,7 +92,7 @@ def cmd_bench_router(args: argparse.Namespace) -> int:
     from loadtests.bench.router import router_markdown, run_router_bench
 
     results = run_router_bench(args.profile, args.n, args.artifact)
-    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-router"
+    out = _results_dir(args, "router")
     out.mkdir(parents=True)
     (out / "router.json").write_text(json.dumps(results, indent=2))
     (out / "router.md").write_text(router_markdown(results))
@@ -99,7 +104,7 @@ def cmd_bench_router(args: argparse.Namespace) -> int:
 def cmd_bench_tiering(args: argparse.Namespace) -> int:
     from loadtests.bench.tiering import markdown, run_tiering_bench
 
-    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-tiering"
+    out = _results_dir(args, "tiering")
     summary = run_tiering_bench(args.profile, args.n, args.concurrency, args.max_tokens, args.seed, out)
     print(markdown(summary, args.concurrency, args.max_tokens))
     print(f"results (JSON, table, tiering.png) in {out}")
@@ -109,7 +114,7 @@ def cmd_bench_tiering(args: argparse.Namespace) -> int:
 def cmd_bench_cold_start(args: argparse.Namespace) -> int:
     from loadtests.bench.coldstart import run_cold_start, table
 
-    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-cold-start"
+    out = _results_dir(args, "cold-start")
     result = run_cold_start(_bench_plan(args), out)
     (out / "cold_start.json").write_text(json.dumps(result, indent=2))
     print(table(result))
@@ -123,7 +128,7 @@ def cmd_bench_faults(args: argparse.Namespace) -> int:
     plan = FaultsPlan(concurrency=args.concurrency, phase_s=args.phase_s, kill_after_s=args.kill_after_s,
                       max_tokens=args.max_tokens, phases=args.phases.split(","), profile=args.profile,
                       hang_s=args.hang_s)
-    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-faults"
+    out = _results_dir(args, "faults")
     rows = run_faults(plan, out)
     print(table(rows))
     print(f"results in {out}")
@@ -136,7 +141,7 @@ def cmd_bench_elastic(args: argparse.Namespace) -> int:
     plan = ElasticPlan(profile=args.profile, nodes=args.nodes, low_concurrency=args.low,
                        high_concurrency=args.high, phase_s=args.phase_s, max_tokens=args.max_tokens,
                        policy=args.policy, scale_timeout_s=args.scale_timeout_s)
-    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-elastic"
+    out = _results_dir(args, "elastic")
     result = run_elastic(plan, out)
     print(table(result))
     print(f"results in {out}")
@@ -153,7 +158,7 @@ def cmd_bench_replica_router(args: argparse.Namespace) -> int:
     plan = ReplicaRouterPlan(profile=args.profile, tier=args.tier, routers=routers, sessions=args.sessions,
                              turns=args.turns, rounds=args.rounds, max_tokens=args.max_tokens,
                              system_words=args.system_words, seed=args.seed)
-    out = Path(args.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-replica-router"
+    out = _results_dir(args, "replica-router")
     summary = run_replica_router_bench(plan, out)
     print(table(summary))
     print(f"results in {out}")

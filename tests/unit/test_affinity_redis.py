@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 
 import pytest
 
@@ -15,8 +11,8 @@ from app.routing.affinity import make_store
 from app.routing.assemble import build_pipeline
 from app.routing.redis_affinity import KEY_PREFIX, RedisAffinityStore
 from tests.route_helpers import FixedScorer, request, two_tier_config
+from tests.servers import REDIS, redis_server
 
-REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server not installed "
                                 "(Debian: apt-get install -y redis-server)")
 
@@ -24,23 +20,8 @@ pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server not installe
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory):
-    port, workdir = free_port(), tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with redis_server(str(tmp_path_factory.mktemp("redis"))) as (url, _):
+        yield url
 
 
 def _run(coro):

@@ -139,12 +139,18 @@ def test_waiting_gauge_is_a_time_average_between_reads():
     assert gauge.read() == 0.0  # no time elapsed: the current count
 
 
-@pytest.mark.filterwarnings("ignore:coroutine .LLMServer.__del__. was never awaited")
-def test_tier_server_counts_a_request_as_waiting_until_its_first_output():
+def _bare_tier_server():
+    """A TierServer without its engine: only the waiting gauge that generate() keeps."""
     from deployments.tier import TierServer
 
     server = TierServer.__new__(TierServer)
     server._waiting = WaitingGauge()
+    return server
+
+
+@pytest.mark.filterwarnings("ignore:coroutine .LLMServer.__del__. was never awaited")
+def test_tier_server_counts_a_request_as_waiting_until_its_first_output():
+    server = _bare_tier_server()
     seen: list[float] = []
 
     async def items(call):
@@ -178,10 +184,7 @@ def test_tier_server_counts_a_request_as_waiting_until_its_first_output():
 
 @pytest.mark.filterwarnings("ignore:coroutine .LLMServer.__del__. was never awaited")
 def test_closing_generate_closes_the_engine_stream_at_once():
-    from deployments.tier import TierServer
-
-    server = TierServer.__new__(TierServer)
-    server._waiting = WaitingGauge()
+    server = _bare_tier_server()
     closed: list[bool] = []
 
     async def items(call):
