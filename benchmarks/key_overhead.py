@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.local_cluster import start_private_stack, stop  # noqa: E402
 from loadtests.bench.stream_client import chat_body, run_pass  # noqa: E402
+from tooling.local_cluster import start_private_stack, stop  # noqa: E402
 
 PROMPT = " ".join(["tiered inference keeps the easy majority on the small model"] * 5)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.local_cluster import free_port  # noqa: E402
+from tooling.local_cluster import free_port  # noqa: E402
 
 
 def main() -> int:

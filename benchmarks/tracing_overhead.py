@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import load_config  # noqa: E402
-from app.local_cluster import start_private_stack, stop  # noqa: E402
 from loadtests.bench.stream_client import chat_body, run_pass  # noqa: E402
 from tests.otlp_receiver import OtlpReceiver  # noqa: E402
+from tooling.local_cluster import start_private_stack, stop  # noqa: E402
 
 PROMPT = "Say hello to the operators of a tiered inference platform."
 

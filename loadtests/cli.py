@@ -1,6 +1,6 @@
 """`tierserve loadtest [SCENARIO|matrix]` and `tierserve bench {overhead,router,tiering,cold-start,...}`.
 
-Imported by app/cli.py through `add_loadtest_commands`; heavy imports wait for the command.
+Imported by tooling/cli.py through `add_loadtest_commands`; heavy imports wait for the command.
 """
 
 from __future__ import annotations

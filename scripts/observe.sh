@@ -9,4 +9,4 @@ if ! command -v prometheus >/dev/null; then
 fi
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
-exec "$PY" -m app.observability.local_prometheus --port "${PROMETHEUS_PORT:-9090}" "$@"
+exec "$PY" -m tooling.observability.local_prometheus --port "${PROMETHEUS_PORT:-9090}" "$@"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from app.engine_shm import mapped_shm_segments, shm_segments
-from app.local_cluster import LocalStack, engine_env, free_port, stack_processes
+from tooling.local_cluster import LocalStack, engine_env, free_port, stack_processes
 
 # Before anything imports ray: it reads RAY_AUTH_MODE and friends once, at import.
 os.environ.update(engine_env())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from app.local_cluster import free_port
+from tooling.local_cluster import free_port
 
 # Dummy credentials: moto accepts any, but boto3 still signs every request with them.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "tierserve-test", "AWS_SECRET_ACCESS_KEY": "tierserve-test-secret",

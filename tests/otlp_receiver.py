@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from app.local_cluster import free_port
+from tooling.local_cluster import free_port
 
 
 @dataclass

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from app.local_cluster import free_port
+from tooling.local_cluster import free_port
 
 REDIS = shutil.which("redis-server")
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)

@@ -1,6 +1,6 @@
 """`tierserve bench elastic`: autoscaling, scale to zero and node loss on a multi-node cluster.
 
-Starts its own loopback cluster (app/cluster.py: a head and worker nodes, own ports and temp
+Starts its own loopback cluster (tooling/cluster.py: a head and worker nodes, own ports and temp
 dir, stopped by PID) with a pooled profile (local-elastic: fast 1 -> 2, reasoning 0 -> 1) and
 measures, with streaming clients that loop on the fast tier:
 
@@ -32,13 +32,13 @@ from typing import Any
 import httpx
 import yaml
 
-from app import local_cluster as lc
-from app.cluster import kill_node, start_cluster
 from app.config import load_config
 from app.config.loader import config_dir
 from app.config.schema import TierserveConfig
-from app.observability.slo import load_slo
-from app.tier_replicas import TierReplica, tier_replicas
+from tooling import local_cluster as lc
+from tooling.cluster import kill_node, start_cluster
+from tooling.observability.slo import load_slo
+from tooling.tier_replicas import TierReplica, tier_replicas
 
 
 @dataclass

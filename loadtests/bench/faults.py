@@ -45,7 +45,7 @@ import httpx
 import yaml
 
 from app.config.loader import config_dir
-from app.local_cluster import (
+from tooling.local_cluster import (
     LocalStack,
     StackError,
     engine_env,

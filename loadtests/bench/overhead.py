@@ -23,10 +23,10 @@ from typing import Any
 import psutil
 
 from app.engine_shm import mapped_shm_segments, remove_orphaned_segments
-from app.local_cluster import free_port
 from loadtests.bench import targets as tg
 from loadtests.bench.stats import median_of_passes, pass_figures, ratio
 from loadtests.bench.stream_client import chat_body, run_pass
+from tooling.local_cluster import free_port
 
 BARE, RAYLLM, TIERSERVE = "bare-vllm", "ray-serve-llm", "tierserve"
 # Targets from the issue: TTFT p50 overhead at concurrency 1, throughput share at 32.
@@ -71,7 +71,7 @@ class Running:
 @contextlib.contextmanager
 def running_targets(plan: OverheadPlan, log_dir: Path) -> Iterator[Running]:
     """Start the chosen targets one after another, timing each start (its cold start)."""
-    from app.local_cluster import engine_env
+    from tooling.local_cluster import engine_env
 
     env = engine_env()
     os.environ.update(env)  # before ray is imported: it reads RAY_AUTH_MODE once

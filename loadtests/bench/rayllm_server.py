@@ -30,8 +30,8 @@ def main() -> None:
     from ray.serve.llm import build_openai_app
 
     from app.config.loader import load_config
-    from app.local_cluster import free_port
     from loadtests.bench import targets as tg
+    from tooling.local_cluster import free_port
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

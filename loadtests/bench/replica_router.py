@@ -178,7 +178,7 @@ def replica_counters(before: dict[str, dict[str, float]], after: dict[str, dict[
 
 # --- the live part ----------------------------------------------------------------------------
 
-# vLLM's counters as Ray Serve LLM re-exports them (app/observability/names/vllm-metric-names.txt);
+# vLLM's counters as Ray Serve LLM re-exports them (tooling/observability/names/vllm-metric-names.txt);
 # labels include model_name and ReplicaId.
 COUNTERS = {"ray_vllm_prefix_cache_queries_total": "prefix_queried_tokens",
             "ray_vllm_prefix_cache_hits_total": "prefix_hit_tokens",
@@ -302,7 +302,7 @@ def _encoder(model_source: str) -> Callable[[list[dict[str, str]]], list[int]] |
 
 def measure_router(plan: ReplicaRouterPlan, router: str) -> dict[str, Any]:
     from app.config.loader import config_dir, load_config
-    from app.local_cluster import start_private_stack, stop
+    from tooling.local_cluster import start_private_stack, stop
 
     temp_dir = tempfile.mkdtemp(prefix="tsrr-", dir="/tmp")  # short: Ray's unix sockets
     configs = Path(temp_dir) / "configs"

@@ -40,12 +40,12 @@ class Sample:
 
 def sample(profile: str, n: int, seed: int) -> list[Sample]:
     """n held-out prompts (unseen by the configured scorer) that fit the weakest tier's context,
-    counted as `tierserve route-eval --tiering` counts them (app/routing/training/tiering.py)."""
+    counted as `tierserve route-eval --tiering` counts them (tooling/routing/training/tiering.py)."""
     from app.config.loader import REPO_ROOT, load_config
     from app.routing.scorer import load_scorer
-    from app.routing.training.data import DEFAULT_DATA_DIR
-    from app.routing.training.evaluate import heldout_rows
-    from app.routing.training.tiering import priced
+    from tooling.routing.training.data import DEFAULT_DATA_DIR
+    from tooling.routing.training.evaluate import heldout_rows
+    from tooling.routing.training.tiering import priced
 
     config = load_config(profile)
     scorer = load_scorer(REPO_ROOT / config.routing.learned.artifact)
@@ -57,7 +57,7 @@ def sample(profile: str, n: int, seed: int) -> list[Sample]:
 @contextlib.contextmanager
 def running_stack(profile: str) -> Iterator[tuple[str, Path]]:
     """A stack of our own (free ports, temp dir, open API), stopped on exit."""
-    from app.local_cluster import start_private_stack, stop
+    from tooling.local_cluster import start_private_stack, stop
 
     temp_dir = tempfile.mkdtemp(prefix="tsb-", dir="/tmp")  # short: Ray's unix sockets
     stack = None
@@ -74,7 +74,7 @@ def _stack_cpu_s(temp_dir: Path) -> float:
     """User+system CPU seconds of every process of our stack so far (engines included)."""
     import psutil
 
-    from app.local_cluster import LocalStack, stack_processes
+    from tooling.local_cluster import LocalStack, stack_processes
 
     total = 0.0
     for proc in stack_processes(LocalStack(temp_dir=str(temp_dir))):

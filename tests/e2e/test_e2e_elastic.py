@@ -1,4 +1,4 @@
-"""Elastic tiers on a real multi-node Ray cluster on loopback (app/cluster.py): a head that runs
+"""Elastic tiers on a real multi-node Ray cluster on loopback (tooling/cluster.py): a head that runs
 no model (only the ingress and router, pool_system) and three worker nodes (pool_fast,
 pool_reasoning, pool_fast), started by the fixture
 with its own ports and temp dir and stopped by PID; real vLLM on the CPU with the tiny models.
@@ -24,12 +24,12 @@ import psutil
 import pytest
 import yaml
 
-from app import local_cluster as lc
-from app.cluster import WorkerNode, kill_node, start_cluster
 from app.config import load_config
 from app.config.schema import TierserveConfig
-from app.tier_replicas import TierReplica, cluster_nodes, tier_replicas
 from tests.conftest import sse_events
+from tooling import local_cluster as lc
+from tooling.cluster import WorkerNode, kill_node, start_cluster
+from tooling.tier_replicas import TierReplica, cluster_nodes, tier_replicas
 
 pytestmark = pytest.mark.e2e
 

@@ -36,7 +36,7 @@ def test_configured_serve_data_path_is_live(tierserve_stack):
     import psutil
 
     from app.config import load_config
-    from app.local_cluster import LocalStack, stack_processes
+    from tooling.local_cluster import LocalStack, stack_processes
 
     runtime = load_config("local-cpu").server.ray_serve
     assert runtime.haproxy, "this test covers the shipped HAProxy mode"

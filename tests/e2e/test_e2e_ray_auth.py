@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.local_cluster import StackError, engine_env, run_ray_cli
+from tooling.local_cluster import StackError, engine_env, run_ray_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.cli import main
 from app.config.loader import REPO_ROOT, load_config
 from app.keys.traffic import TrafficStore
-from app.local_cluster import LocalStack
-from app.routing.training.data import DEFAULT_DATA_DIR, Row, load_rows
+from tooling.cli import main
+from tooling.local_cluster import LocalStack
+from tooling.routing.training.data import DEFAULT_DATA_DIR, Row, load_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 def learning_stack() -> Iterator[tuple[LocalStack, Path]]:
     """The local-cpu profile from a copy of configs/ with feature recording on (the copy is
     what route-promote edits), on a stack of its own."""
-    from app.local_cluster import start_private_stack, stop
+    from tooling.local_cluster import start_private_stack, stop
 
     os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's clients read it once, at import
     temp_dir = Path(tempfile.mkdtemp(prefix="tsl-", dir="/tmp"))  # short: Ray's unix sockets

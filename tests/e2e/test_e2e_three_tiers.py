@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.local_cluster import LocalStack
+from tooling.local_cluster import LocalStack
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ CASES = [
 def three_tier_stack() -> Iterator[tuple[LocalStack, Path]]:
     """A private stack of its own (free ports, temp dir), separate from the session's
     two-tier one: three tiny engines."""
-    from app.local_cluster import start_private_stack, stop
+    from tooling.local_cluster import start_private_stack, stop
 
     temp_dir = tempfile.mkdtemp(prefix="ts3-", dir="/tmp")  # short: Ray's unix sockets
     stack = None

@@ -21,7 +21,7 @@ def _locust_rows(path: Path) -> list[dict]:
 
 @pytest.mark.e2e
 def test_loadtest_cli_mixed_streaming_writes_results(tierserve_stack, tmp_path):
-    from app.cli import main
+    from tooling.cli import main
 
     rc = main(["loadtest", "mixed", "--base-url", tierserve_stack.base_url, "--duration", "8",
                "--users", "2", "--hard-share", "0.5", "--max-tokens", "16", "--out", str(tmp_path)])

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.observability.local_prometheus import LocalPrometheus
-from app.observability.paths import REPO_ROOT
-from app.observability.snapshot import render_snapshot
+from tooling.observability.local_prometheus import LocalPrometheus
+from tooling.observability.paths import REPO_ROOT
+from tooling.observability.snapshot import render_snapshot
 
 pytestmark = pytest.mark.e2e
 

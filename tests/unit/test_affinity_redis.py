@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from app.local_cluster import free_port
 from app.routing.affinity import make_store
 from app.routing.assemble import build_pipeline
 from app.routing.redis_affinity import KEY_PREFIX, RedisAffinityStore
 from tests.route_helpers import FixedScorer, request, two_tier_config
 from tests.servers import REDIS, redis_server
+from tooling.local_cluster import free_port
 
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server not installed "
                                 "(Debian: apt-get install -y redis-server)")

@@ -151,7 +151,7 @@ def test_stream_chat_reads_prompt_and_cached_tokens_from_usage() -> None:
 
 def test_the_cli_registers_the_bench_and_refuses_an_unknown_router_before_starting_anything(
         capsys) -> None:
-    from app.cli import build_parser, main
+    from tooling.cli import build_parser, main
 
     args = build_parser().parse_args(["bench", "replica-router", "--sessions", "2"])
     assert args.func.__name__ == "cmd_bench_replica_router" and args.sessions == 2

@@ -1,5 +1,5 @@
 """Suspended and scaled-to-zero tiers at the ingress (deployments/elastic.py), the pool plan of
-the local multi-node cluster (app/cluster.py): logic only, no Ray."""
+the local multi-node cluster (tooling/cluster.py): logic only, no Ray."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import asyncio
 
 import pytest
 
-from app.cluster import cluster_serve_config, plan_workers, pool_cpus
 from app.config import load_config
 from app.config.schema import FallbackConfig, TierserveConfig
 from app.http.errors import OpenAIError
-from app.local_cluster import StackError
 from app.protocol.internal import RouteDecision, TierCall
 from deployments.dispatch import Dispatcher
 from deployments.elastic import avoid_suspended, suspended_tiers
+from tooling.cluster import cluster_serve_config, plan_workers, pool_cpus
+from tooling.local_cluster import StackError
 
 
 def _with_suspended(name: str) -> TierserveConfig:

@@ -52,18 +52,18 @@ def test_contract_holds_on_this_tree(tmp_path):
 
 @pytest.mark.parametrize(("module", "code", "broken"), [
     # A runtime module importing tooling, even inside a function (what __import__ used to hide).
-    ("app/config/schema.py", "def _oops():\n    from app.k8s import render  # noqa\n",
+    ("app/config/schema.py", "def _oops():\n    from tooling.k8s import render  # noqa\n",
      "What runs inside the Serve graph never imports tooling"),
     ("deployments/tier.py", "import loadtests.cli  # noqa\n",
      "What runs inside the Serve graph never imports tooling"),
-    # Runtime reaching tooling indirectly: deployments -> app.http -> app.observability.
-    ("app/http/errors.py", "import app.observability.rules  # noqa\n",
+    # Runtime reaching tooling indirectly: deployments -> app.http -> tooling.observability.
+    ("app/http/errors.py", "import tooling.observability.rules  # noqa\n",
      "What runs inside the Serve graph never imports tooling"),
     # A lower layer importing a higher one.
     ("app/protocol/openai.py", "import deployments.metrics  # noqa\n", "Runtime layers point one way"),
     ("app/config/loader.py", "import app.http.errors  # noqa\n", "Runtime layers point one way"),
     # Tooling importing the command that sits on top of it.
-    ("loadtests/cli.py", "import app.cli  # noqa\n", "Nothing imports the tierserve command"),
+    ("loadtests/cli.py", "import tooling.cli  # noqa\n", "Nothing imports the tierserve command"),
 ])
 def test_contract_breaks_on_a_deliberate_violation(tmp_path, module, code, broken):
     root = _copy_tree(tmp_path)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from app.k8s import consistency
-from app.k8s.render import RenderError, render
-from app.k8s.validate import validate_rendered
+from tooling.k8s import consistency
+from tooling.k8s.render import RenderError, render
+from tooling.k8s.validate import validate_rendered
 
 REPO = Path(__file__).resolve().parents[2]
 S3_URI = "s3://tierserve-models/qwen2.5-1.5b-instruct"

@@ -1,4 +1,4 @@
-"""The KubeRay chart renders offline, validates, and agrees with configs/ (app/k8s/render.py)."""
+"""The KubeRay chart renders offline, validates, and agrees with configs/ (tooling/k8s/render.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from app.config import load_config
-from app.k8s import consistency, cost
-from app.k8s.cli import main as k8s_main
-from app.k8s.render import VALUES_DIR, Rendered, RenderError, parse_resources_param, render, write_out
-from app.k8s.validate import validate_rendered
 from app.serve_config import render_serve_config
+from tooling.k8s import consistency, cost
+from tooling.k8s.cli import main as k8s_main
+from tooling.k8s.render import VALUES_DIR, Rendered, RenderError, parse_resources_param, render, write_out
+from tooling.k8s.validate import validate_rendered
 
 EXAMPLES = sorted(VALUES_DIR.glob("*.yaml"))
 
@@ -301,7 +301,7 @@ def test_cli_render_and_suspend(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_keys_database_admin_and_redis_come_from_secrets(default: Rendered) -> None:
-    from app.k8s.consistency import check
+    from tooling.k8s.consistency import check
 
     assert any("secrets.database.name is empty" in w for w in default.warnings)
     rendered = render([], extra_values={"secrets": {

@@ -1,4 +1,4 @@
-"""The offline validator rejects what an API server would (app/k8s/crd.py, app/k8s/validate.py)."""
+"""The offline validator rejects what an API server would (tooling/k8s/crd.py, tooling/k8s/validate.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from app.k8s import crd
-from app.k8s.render import CHART_DIR, render
-from app.k8s.validate import lint_chart, validate_builtin, validate_objects
+from tooling.k8s import crd
+from tooling.k8s.render import CHART_DIR, render
+from tooling.k8s.validate import lint_chart, validate_builtin, validate_objects
 
 
 @pytest.fixture(scope="module")

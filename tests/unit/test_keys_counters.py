@@ -16,8 +16,8 @@ from app.keys.counters import (
     ResilientCounters,
     make_counters,
 )
-from app.local_cluster import free_port
 from tests.servers import REDIS, redis_server
+from tooling.local_cluster import free_port
 
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server not installed")
 W = 60_000

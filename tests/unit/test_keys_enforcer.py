@@ -14,8 +14,8 @@ from app.keys.counters import MemoryCounters, RedisCounters, ResilientCounters
 from app.keys.enforcer import KeyEnforcer
 from app.keys.models import KeyCreate
 from app.keys.store import KeyStore
-from app.local_cluster import free_port
 from tests.servers import REDIS, redis_server
+from tooling.local_cluster import free_port
 
 
 class Clock:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from app.cli import main
 from app.keys.models import UsageEvent
 from app.keys.store import KeyStore
+from tooling.cli import main
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -233,13 +233,13 @@ def test_stream_chat_times_tokens_from_sse():
 
 
 def test_cli_registers_loadtest_and_bench():
-    from app.cli import build_parser
+    from tooling.cli import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["loadtest", "ramp"]).func.__name__ == "cmd_loadtest"
     assert parser.parse_args(["bench", "overhead"]).func.__name__ == "cmd_bench_overhead"
     assert parser.parse_args(["bench", "router"]).func.__name__ == "cmd_bench_router"
     assert parser.parse_args(["bench", "cold-start"]).func.__name__ == "cmd_bench_cold_start"
-    from app.cli import main
+    from tooling.cli import main
 
     assert main(["loadtest", "--base-url", "http://192.168.1.1:8000"]) == 2

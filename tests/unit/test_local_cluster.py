@@ -68,7 +68,7 @@ def test_the_ledger_names_segments_of_an_engine_killed_outright(tmp_path, monkey
 
 
 def test_a_missing_ray_auth_token_is_created_once(tmp_path, monkeypatch) -> None:
-    from app.local_cluster import auth_token_path, engine_env, ensure_auth_token
+    from tooling.local_cluster import auth_token_path, engine_env, ensure_auth_token
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)

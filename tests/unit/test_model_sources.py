@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from app.local_cluster import free_port
 from app.models import hf, s3
 from app.models.cache import ModelCache, default_cache_dir
 from app.models.manifest import MANIFEST_NAME, VerificationError
 from app.models.sources import ModelSourceError, SourceKind, kind_of, resolve
 from tests.moto_s3 import moto_s3
+from tooling.local_cluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny-fast"
@@ -141,7 +141,7 @@ def test_a_corrupted_object_fails_verification_and_is_never_cached(s3_env, tmp_p
 
 
 def test_verify_reports_a_corrupted_cache_entry(s3_env, tmp_path, capsys):
-    from app.cli import main
+    from tooling.cli import main
 
     uri = _uri(tmp_path)
     assert main(["models", "push", str(TINY), uri, "--quiet"]) == 0
@@ -184,7 +184,7 @@ def test_an_interrupted_pull_resumes_where_it_stopped(s3_env, tmp_path):
 
 
 def _pull_cmd(uri: str) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "models", "pull", uri, "--json", "--quiet"]
+    return [sys.executable, "-m", "tooling.cli", "models", "pull", uri, "--json", "--quiet"]
 
 
 def test_two_concurrent_pulls_download_once(s3_env, tmp_path):
@@ -231,8 +231,8 @@ def test_s3_errors_name_the_source_and_the_fix(s3_env, tmp_path, monkeypatch):
 
 
 def test_list_shows_cached_models_and_the_tiers_using_them(s3_env, tmp_path, capsys, monkeypatch):
-    from app.cli import main
-    from app.models import cli as models_cli
+    from tooling.cli import main
+    from tooling.models import cli as models_cli
 
     uri = _uri(tmp_path)
     s3.push(TINY, uri)
@@ -246,7 +246,7 @@ def test_list_shows_cached_models_and_the_tiers_using_them(s3_env, tmp_path, cap
 
 
 def test_tiers_by_source_reads_the_profiles():
-    from app.models.cli import _tiers_by_source
+    from tooling.models.cli import _tiers_by_source
 
     used = _tiers_by_source()
     assert "local-cpu/fast" in used[str(TINY)]  # the loader makes local paths absolute

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from helm_python.chart import Chart
 
-from app.observability.paths import DASHBOARDS_DIR, PROM_OPERATOR_CRDS, REPO_ROOT, RULES_FILE
+from tooling.observability.paths import DASHBOARDS_DIR, PROM_OPERATOR_CRDS, REPO_ROOT, RULES_FILE
 
 CHART = REPO_ROOT / "kuberay" / "chart"
 TEMPLATES = ["_helpers.tpl", "monitoring-podmonitor.yaml", "monitoring-prometheusrule.yaml",

@@ -12,14 +12,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from app.observability.local_prometheus import (
+from tooling.observability.local_prometheus import (
     LocalPrometheus,
     discover_metrics_ports,
     free_port,
     prometheus_config,
 )
-from app.observability.paths import RULES_FILE
-from app.observability.snapshot import render_snapshot
+from tooling.observability.paths import RULES_FILE
+from tooling.observability.snapshot import render_snapshot
 
 needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
                                       reason="prometheus not installed (apt-get install -y prometheus)")

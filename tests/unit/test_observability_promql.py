@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.observability import promtool
-from app.observability.dashboards import DASHBOARDS, render
-from app.observability.names import (
+from tooling.observability import promtool
+from tooling.observability.dashboards import DASHBOARDS, render
+from tooling.observability.names import (
     allowed_names,
     declared_metrics,
     exported,
     read_list,
     vllm_names_from_source,
 )
-from app.observability.paths import DASHBOARDS_DIR, DCGM_NAMES_FILE, RULES_FILE, VLLM_NAMES_FILE
-from app.observability.promql import dashboard_exprs, grafana_to_promql, metric_names, rule_exprs
+from tooling.observability.paths import DASHBOARDS_DIR, DCGM_NAMES_FILE, RULES_FILE, VLLM_NAMES_FILE
+from tooling.observability.promql import dashboard_exprs, grafana_to_promql, metric_names, rule_exprs
 
 needs_promtool = pytest.mark.skipif(promtool.promtool_path() is None,
                                     reason="promtool not installed (apt-get install -y prometheus)")
@@ -47,7 +47,7 @@ def _recorded() -> set[str]:
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
 def test_checked_in_dashboards_equal_generated(name: str) -> None:
     assert (DASHBOARDS_DIR / name).read_text() == render(DASHBOARDS[name]), \
-        f"{name} is stale: run python -m app.observability.dashboards --write"
+        f"{name} is stale: run python -m tooling.observability.dashboards --write"
 
 
 def test_dashboards_have_unique_panel_ids_and_targets() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.observability import promtool
-from app.observability.paths import RULES_FILE, SLO_FILE
-from app.observability.rules import alerts_markdown, build_rules, render_rules
-from app.observability.slo import load_slo, parse_slo
+from tooling.observability import promtool
+from tooling.observability.paths import RULES_FILE, SLO_FILE
+from tooling.observability.rules import alerts_markdown, build_rules, render_rules
+from tooling.observability.slo import load_slo, parse_slo
 
 PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*_test.yaml"))
 needs_promtool = pytest.mark.skipif(promtool.promtool_path() is None,
@@ -37,7 +37,7 @@ def _alerts(doc: dict) -> list[dict]:
 
 def test_checked_in_rules_equal_generated() -> None:
     assert RULES_FILE.read_text() == render_rules(load_slo()), \
-        "prometheus-rules.yaml is stale: run python -m app.observability.rules --write"
+        "prometheus-rules.yaml is stale: run python -m tooling.observability.rules --write"
 
 
 def test_every_required_alert_exists_and_each_tier_has_its_own() -> None:

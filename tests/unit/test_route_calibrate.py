@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from app.config.loader import load_config
-from app.routing.training.calibrate import calibrate, route_all, shares_of, with_thresholds, write_thresholds
-from app.routing.training.data import DEFAULT_DATA_DIR, load_rows
 from tests.route_helpers import FixedScorer
 from tests.unit.test_route_plugins import three_tier_config
+from tooling.routing.training.calibrate import (
+    calibrate,
+    route_all,
+    shares_of,
+    with_thresholds,
+    write_thresholds,
+)
+from tooling.routing.training.data import DEFAULT_DATA_DIR, load_rows
 
 
 @pytest.fixture(scope="module")

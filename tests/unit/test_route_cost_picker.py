@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from app.routing.assemble import build_pipeline
-from app.routing.training.calibrate import calibrate, route_all, shares_of, with_thresholds
 from tests.route_helpers import FixedScorer, request, two_tier_config
+from tooling.routing.training.calibrate import calibrate, route_all, shares_of, with_thresholds
 
 COST = {"picker": {"name": "cost-ladder", "params": {"completion_tokens": 100}}}
 

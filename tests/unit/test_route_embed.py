@@ -14,9 +14,9 @@ from app.routing.embedding import DIM, shared_embedder
 from app.routing.learned import ArtifactError, LearnedScorer
 from app.routing.learned_embed import BoundEmbeddingScorer, EmbeddingScorer
 from app.routing.scorer import load_scorer
-from app.routing.training import train_embed
-from app.routing.training.data import kfold_by_subject, load_rows
 from tests.unit.test_route_eval import _write_dataset
+from tooling.routing.training import train_embed
+from tooling.routing.training.data import kfold_by_subject, load_rows
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "app" / "routing" / "artifacts"
 MCQ = "Which gas do plants absorb?\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\nAnswer:"

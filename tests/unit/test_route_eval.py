@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.routing.training.data import load_rows, split_rows, unseen
-from app.routing.training.evaluate import heldout_rows
-from app.routing.training.metrics import random_apgr, routing_curve
-from app.routing.training.train import calibrate_threshold, train
+from tooling.routing.training.data import load_rows, split_rows, unseen
+from tooling.routing.training.evaluate import heldout_rows
+from tooling.routing.training.metrics import random_apgr, routing_curve
+from tooling.routing.training.train import calibrate_threshold, train
 
 WEAK = np.array([0, 0, 0, 0])
 STRONG = np.array([1, 1, 0, 0])

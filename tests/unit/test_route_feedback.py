@@ -18,12 +18,12 @@ from app.http.feedback import feedback_router
 from app.keys.enforcer import Principal
 from app.keys.models import KeyInfo
 from app.keys.traffic import FeedbackRequest, Labelled, RouteRecord, TrafficStore
-from app.routeops.labels import feedback_rows, weak_strong
-from app.routeops.promote import set_learned
-from app.routeops.shadow import auc, compare
 from app.routing.learned_embed import DENSE_NAMES
 from app.routing.learning import training_features
 from tests.servers import database_url
+from tooling.routeops.labels import feedback_rows, weak_strong
+from tooling.routeops.promote import set_learned
+from tooling.routeops.shadow import auc, compare
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

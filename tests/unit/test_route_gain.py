@@ -12,7 +12,7 @@ import pytest
 
 from app.routing.learned_embed import BoundEmbeddingScorer, EmbeddingScorer
 from app.routing.scorer import load_scorer
-from app.routing.training import train_embed
+from tooling.routing.training import train_embed
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "app/routing/artifacts/complexity_embed_gain.json"
 PROMPTS = ["Which gas do plants absorb?\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\nAnswer:",
@@ -55,7 +55,7 @@ def test_gain_artifact_round_trips_and_the_plain_one_has_no_hurt_heads(scorer) -
 def test_retraining_keeps_the_objective_of_the_scorer_the_profile_runs():
     # `route-train` (and `--from-feedback`) without --objective makes the kind of scorer that
     # is live: the gain one on local-cpu, the plain label for a profile pinned to the hand scorer.
-    from app.routing.cli import _configured_objective
+    from tooling.routing.cli import _configured_objective
 
     assert _configured_objective("local-cpu") == "gain"
     assert _configured_objective("local-cpu-3tier") == "needs-strong"

@@ -11,8 +11,8 @@ import pytest
 from app.routing.complexity_features import FEATURE_NAMES, extract
 from app.routing.features import RequestFeatures
 from app.routing.learned import ArtifactError, LearnedScorer
-from app.routing.training.train import write_threshold
 from tests.route_helpers import request
+from tooling.routing.training.train import write_threshold
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "app" / "routing" / "artifacts" / "complexity.json"
 MCQ = "Which gas do plants absorb?\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\nAnswer:"

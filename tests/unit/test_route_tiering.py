@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from app.routing.features import estimate_tokens
-from app.routing.training import tiering
-from app.routing.training.data import Row
 from tests.route_helpers import FixedScorer, two_tier_config
+from tooling.routing.training import tiering
+from tooling.routing.training.data import Row
 
 
 def _config(**routing):
@@ -111,9 +111,9 @@ def test_sweep_counts_what_the_rules_already_send_up() -> None:
 
 
 def test_out_of_fold_scores_cover_every_row_reproducibly(tmp_path) -> None:
-    from app.routing.training.data import load_rows
-    from app.routing.training.kfold import out_of_fold_scores
     from tests.unit.test_route_eval import _write_dataset
+    from tooling.routing.training.data import load_rows
+    from tooling.routing.training.kfold import out_of_fold_scores
 
     rows = load_rows(_write_dataset(tmp_path))
     rows = rows + rows[:3]  # a repeated prompt is one key: every copy gets its score
@@ -127,8 +127,8 @@ def test_out_of_fold_scores_cover_every_row_reproducibly(tmp_path) -> None:
 def test_route_eval_tiering_prints_the_configured_point_and_a_sweep(tmp_path, capsys) -> None:
     import json
 
-    from app.cli import main
     from tests.unit.test_route_eval import _write_dataset
+    from tooling.cli import main
 
     data = _write_dataset(tmp_path)  # subjects the shipped scorer never saw: all held out
     assert main(["route-eval", "--tiering", "--json", "--data", str(data), "--threshold", "0.0"]) == 0

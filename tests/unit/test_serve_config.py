@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import yaml
 
-from app.cli import main, render_text
 from app.config import load_config
 from app.config.loader import REPO_ROOT
 from app.config.schema import POOL_SHARE, AutoscalingConfig
 from app.graph import build_app, llm_config_for
 from app.serve_config import config_digest, render_serve_config
+from tooling.cli import main, render_text
 
 
 def test_serve_config_yaml_matches_configs():
@@ -50,7 +50,7 @@ def test_a_new_scorer_or_threshold_is_a_router_reconfigure_not_a_rebuild(tmp_pat
     from ray.serve.schema import ServeApplicationSchema
 
     from app.config.live import apply_router_user_config
-    from app.routeops.promote import set_learned
+    from tooling.routeops.promote import set_learned
 
     def rendered() -> dict:
         (app,) = render_serve_config(load_config("local-cpu"))["applications"]

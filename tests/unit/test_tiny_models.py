@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from app.models.tiny import TINY_MODELS, make_tiny_models
+from tooling.models.tiny import TINY_MODELS, make_tiny_models
 
 
 def _digest(path) -> str:

@@ -3,7 +3,7 @@
 Built from small helpers so every panel has the same shape; the checked-in files
 under kuberay/chart/files/monitoring/dashboards/ must equal this output.
 
-    python -m app.observability.dashboards --write | --check
+    python -m tooling.observability.dashboards --write | --check
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.observability.paths import DASHBOARDS_DIR
+from tooling.observability.paths import DASHBOARDS_DIR
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not path.exists() or path.read_text() != text:
             stale.append(str(path))
     if stale:
-        print("stale dashboards (run python -m app.observability.dashboards --write): " + ", ".join(stale),
+        print("stale dashboards (run python -m tooling.observability.dashboards --write): " + ", ".join(stale),
               file=sys.stderr)
         return 1
     return 0

@@ -19,9 +19,9 @@ import numpy as np
 from app.routing import complexity_features, embed_features
 from app.routing.embedding import PACKAGE, WEIGHTS, StaticEmbedder, shared_embedder
 from app.routing.learned_embed import DENSE_NAMES, EmbeddingScorer, Head
-from app.routing.training.data import GSM8K, Row, load_rows, split_rows
-from app.routing.training.metrics import routing_curve
-from app.routing.training.train import HELDOUT_SHARE, calibrate_threshold, fit_logistic, standardise
+from tooling.routing.training.data import GSM8K, Row, load_rows, split_rows
+from tooling.routing.training.metrics import routing_curve
+from tooling.routing.training.train import HELDOUT_SHARE, calibrate_threshold, fit_logistic, standardise
 
 PCA_DIMS = 16
 L2_OPTIONS = (0.003, 0.01, 0.03)

@@ -19,7 +19,7 @@ import numpy as np
 from app.config.loader import REPO_ROOT
 from app.config.schema import TierserveConfig
 from app.routing.features import estimate_tokens
-from app.routing.training.data import Row
+from tooling.routing.training.data import Row
 
 ANSWER_TOKENS = 16  # what `tierserve bench tiering` asks for (max_tokens)
 MARGIN_TOKENS = 256  # room left in the weak tier's context
@@ -111,7 +111,7 @@ def route(config: TierserveConfig, prompts: Sequence[str], scorer=None,
     out-of-fold scores); rules do not read the score, so the rest is unchanged."""
     from app.routing.assemble import build_pipeline
     from app.routing.plugin import PickerPlugin
-    from app.routing.training.calibrate import route_all
+    from tooling.routing.training.calibrate import route_all
 
     if len(config.routing.ladder) != 2:
         raise ValueError(f"tiering compares two tiers; the ladder is {config.routing.ladder}")
@@ -171,6 +171,6 @@ def with_cost_ladder(config: TierserveConfig, completion_tokens: float,
 
 def heldout_priced(config: TierserveConfig, data_dir: Path, scorer) -> Priced:
     """The repo's held-out split for this scorer (rows it never trained on), priced."""
-    from app.routing.training.evaluate import heldout_rows
+    from tooling.routing.training.evaluate import heldout_rows
 
     return priced(config, heldout_rows(data_dir, scorer))

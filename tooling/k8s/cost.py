@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from app.k8s.render import CHART_DIR, Rendered, serve_config_doc
+from tooling.k8s.render import CHART_DIR, Rendered, serve_config_doc
 
 
 def helm_commands(release: str, namespace: str, tiers: list[str], suspend: bool,

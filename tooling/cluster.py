@@ -4,7 +4,7 @@ The head runs no model: it advertises only the system pool of the ingress and ro
 every tier asks for its own pool. Each worker node advertises the pool of the tiers it stands
 for, like a KubeRay tier worker group.
 Tierserve then goes on through the same `serve deploy` path as `tierserve up`. The lifecycle
-(ports, auth token, stop by PID) is app/local_cluster.py's: `tierserve down` stops it too.
+(ports, auth token, stop by PID) is tooling/local_cluster.py's: `tierserve down` stops it too.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from app import local_cluster as lc
 from app.config.schema import TierserveConfig
 from app.serve_config import render_serve_config
+from tooling import local_cluster as lc
 
 # Small object stores: each node would otherwise take 30% of the machine's memory for one.
 OBJECT_STORE_BYTES = 256 * 2**20

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.routing.training import train as hand
-from app.routing.training import train_embed
-from app.routing.training.data import GSM8K, Row, kfold_by_subject, load_rows, split_rows
-from app.routing.training.metrics import random_apgr, routing_curve
+from tooling.routing.training import train as hand
+from tooling.routing.training import train_embed
+from tooling.routing.training.data import GSM8K, Row, kfold_by_subject, load_rows, split_rows
+from tooling.routing.training.metrics import random_apgr, routing_curve
 
 RECIPES = ("hand-features", "embedding", "embedding-gain")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from app.observability.paths import SLO_FILE
+from tooling.observability.paths import SLO_FILE
 
 _DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 _TIER = re.compile(r"^[a-z][a-z0-9-]{0,30}$")

@@ -1,6 +1,6 @@
 """Render a PNG of real Tierserve data from a Prometheus server, for the README.
 
-    python -m app.observability.snapshot --prometheus http://127.0.0.1:9090 --out docs/observability.png
+    python -m tooling.observability.snapshot --prometheus http://127.0.0.1:9090 --out docs/observability.png
 
 Reads the recording rules (same as the Grafana overview), so it shows what
 operators see; matplotlib is a dev dependency.

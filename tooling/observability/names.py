@@ -14,7 +14,7 @@ import ast
 import re
 from pathlib import Path
 
-from app.observability import paths
+from tooling.observability import paths
 
 _KINDS = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram"}
 

@@ -1,4 +1,4 @@
-"""`tierserve k8s ...`: render, validate, suspend and resume (argparse; wired in app/cli.py)."""
+"""`tierserve k8s ...`: render, validate, suspend and resume (argparse; wired in tooling/cli.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from app.config import ConfigError
-from app.k8s import cost
-from app.k8s.render import (
+from tooling.k8s import cost
+from tooling.k8s.render import (
     DEFAULT_NAMESPACE,
     DEFAULT_PROFILE,
     DEFAULT_RELEASE,
@@ -71,7 +71,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from app.k8s.validate import validate_rendered  # pulls in jsonschema and the CRDs
+    from tooling.k8s.validate import validate_rendered  # pulls in jsonschema and the CRDs
 
     sets = [[f] for f in sorted(VALUES_DIR.glob("*.yaml"))] if args.examples else [args.values]
     failed = 0
@@ -140,7 +140,7 @@ def add_k8s_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m app.k8s.cli k8s render`), until app/cli.py wires it."""
+    """Standalone entry (`python -m tooling.k8s.cli k8s render`), until tooling/cli.py wires it."""
     parser = argparse.ArgumentParser(prog="tierserve")
     add_k8s_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

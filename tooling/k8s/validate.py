@@ -2,7 +2,7 @@
 
 No API server runs here, so each check is the closest offline equivalent: built-in kinds
 against kubernetes-validate's strict schemas for a pinned Kubernetes version (a missing
-schema is a failure, never a pass), custom resources against the real CRDs (app.k8s.crd).
+schema is a failure, never a pass), custom resources against the real CRDs (tooling.k8s.crd).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.k8s import consistency, crd
-from app.k8s.render import CHART_DIR, KUBE_VERSION, Rendered
+from tooling.k8s import consistency, crd
+from tooling.k8s.render import CHART_DIR, KUBE_VERSION, Rendered
 
 
 @dataclass

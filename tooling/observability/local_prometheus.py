@@ -3,8 +3,8 @@
 It loads the same rule file as the chart's PrometheusRule, listens on loopback
 only and keeps its TSDB in a temporary directory that is removed on stop.
 
-    python -m app.observability.local_prometheus            # discover Ray's ports, run until Ctrl-C
-    python -m app.observability.local_prometheus --metrics-port 8080 --port 9090
+    python -m tooling.observability.local_prometheus            # discover Ray's ports, run until Ctrl-C
+    python -m tooling.observability.local_prometheus --metrics-port 8080 --port 9090
 
 Ray writes a Prometheus file-SD document, prom_metrics_service_discovery.json,
 into its session directory listing every node's metrics export port (plus the
@@ -32,8 +32,8 @@ from typing import Any
 
 import yaml
 
-from app.local_cluster import LocalStack, free_port
-from app.observability.paths import RULES_FILE
+from tooling.local_cluster import LocalStack, free_port
+from tooling.observability.paths import RULES_FILE
 
 DISCOVERY_FILE = "prom_metrics_service_discovery.json"
 
@@ -50,7 +50,7 @@ def discover_metrics_ports(ray_temp_dir: Path = Path("/tmp/ray")) -> list[int]:
 
 def ports_from_ray(address: str) -> list[int]:
     """Fallback when no discovery file is readable: ask the cluster (connects as a driver)."""
-    import ray  # only here: the rest of app.observability stays free of ray
+    import ray  # only here: the rest of tooling.observability stays free of ray
 
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:

@@ -6,15 +6,15 @@ import argparse
 import json
 import time
 
-from app import local_cluster as lc
 from app.config.loader import load_config
+from tooling import local_cluster as lc
 
 DEFAULT_PROFILE = "local-elastic"
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
-    from app.cluster import start_cluster
-    from app.tier_replicas import replicas_by_tier, tier_replicas
+    from tooling.cluster import start_cluster
+    from tooling.tier_replicas import replicas_by_tier, tier_replicas
 
     config = load_config(args.profile)
     stack = lc.LocalStack(serve_port=args.port)

@@ -1,6 +1,6 @@
-"""Wires learning from traffic into the routing commands (app/cli.py calls `add_routeops_commands`
+"""Wires learning from traffic into the routing commands (tooling/cli.py calls `add_routeops_commands`
 after `add_routing_commands`): `route-train --from-feedback DB_URL`, `route-eval --shadow`,
-and `route-promote`. Here, not in app/routing/cli.py: these read the keys database, and the
+and `route-promote`. Here, not in tooling/routing/cli.py: these read the keys database, and the
 routing package never imports app.keys (runtime layers)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _with_feedback(train: Callable[[argparse.Namespace], int]) -> Callable[[argp
     def run(args: argparse.Namespace) -> int:
         if args.from_feedback:
             from app.keys.traffic import TrafficStore
-            from app.routeops.labels import feedback_rows
+            from tooling.routeops.labels import feedback_rows
 
             config = load_config(args.profile)
             store = TrafficStore(_db_url(args, args.from_feedback))
@@ -48,7 +48,7 @@ def _with_shadow(evaluate: Callable[[argparse.Namespace], int]) -> Callable[[arg
         import time
 
         from app.keys.traffic import TrafficStore
-        from app.routeops.shadow import compare, text
+        from tooling.routeops.shadow import compare, text
 
         config = load_config(args.profile)
         store = TrafficStore(_db_url(args, args.db))
@@ -64,9 +64,9 @@ def _with_shadow(evaluate: Callable[[argparse.Namespace], int]) -> Callable[[arg
 def _promote(args: argparse.Namespace) -> int:
     import yaml
 
-    from app.routeops.promote import set_learned
     from app.routing.scorer import load_scorer
     from app.serve_config import dump_serve_config, profile_of, render_serve_config
+    from tooling.routeops.promote import set_learned
 
     artifact = Path(args.artifact)
     load_scorer(REPO_ROOT / artifact)  # refuse one that does not load here
@@ -83,7 +83,7 @@ def _promote(args: argparse.Namespace) -> int:
                     "shadow_artifact", None)  # the shadow is live now
     print(f"{path}: learned.{key} = {value}")
     if not args.shadow and not args.keep_thresholds:
-        from app.routing.cli import _train
+        from tooling.routing.cli import _train
 
         # The new scorer's own thresholds for the profile's target shares (route-train
         # --calibrate-only --write-config), so the tier shares stay where policy puts them.
@@ -103,7 +103,7 @@ def _promote(args: argparse.Namespace) -> int:
     out.write_text(dump_serve_config(doc, args.profile))
     print(f"wrote {out} (only the router's user_config changed: a rolling update in place)")
     if args.deploy:
-        from app.local_cluster import engine_env, run_ray_cli
+        from tooling.local_cluster import engine_env, run_ray_cli
 
         serve = str(Path(sys.executable).with_name("serve"))
         run_ray_cli([serve, "deploy", str(out), "--address", args.deploy], engine_env(), "serve deploy")
@@ -114,7 +114,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def add_routeops_commands(subparsers: argparse._SubParsersAction) -> None:
-    from app.routing.training.data import DEFAULT_DATA_DIR
+    from tooling.routing.training.data import DEFAULT_DATA_DIR
 
     train = subparsers.choices["route-train"]
     train.add_argument("--from-feedback", metavar="DB_URL", nargs="?", const="",

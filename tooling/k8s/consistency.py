@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from app.config.schema import TierserveConfig
-from app.k8s.render import parse_cpu, parse_resources_param, serve_config_doc
+from tooling.k8s.render import parse_cpu, parse_resources_param, serve_config_doc
 
 HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
 GPU_RESOURCE = "nvidia.com/gpu"

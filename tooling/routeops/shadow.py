@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from app.keys.traffic import Labelled, RouteRecord
-from app.routeops.labels import weak_strong
+from tooling.routeops.labels import weak_strong
 
 
 @dataclass(frozen=True)

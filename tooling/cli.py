@@ -8,15 +8,15 @@ import time
 from pathlib import Path
 
 from app.config.loader import REPO_ROOT, ConfigError, list_profiles, load_config
-from app.local_cluster import LocalStack, StackError
 from app.serve_config import dump_serve_config, profile_of, render_serve_config
+from tooling.local_cluster import LocalStack, StackError
 
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
 DEFAULT_PROFILE = "local-cpu"
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from app.models.tiny import make_tiny_models
+    from tooling.models.tiny import make_tiny_models
 
     for path in make_tiny_models(Path(args.out)):
         print(f"wrote {path}")
@@ -68,7 +68,7 @@ def cmd_config_env(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from app import local_cluster as lc
+    from tooling import local_cluster as lc
 
     stack = lc.LocalStack(serve_port=args.port)
     config = load_config(profile_of(Path(args.config).read_text()))
@@ -107,7 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from app import local_cluster as lc
+    from tooling import local_cluster as lc
 
     stack = lc.LocalStack(serve_port=args.port)
     try:
@@ -122,7 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _replicas(stack: LocalStack) -> dict[str, list[dict[str, str | None]]] | str:
     """Each tier's replicas with node pool, node and state; a reason when unreadable."""
     from app.serve_config import APP_NAME
-    from app.tier_replicas import replicas_by_tier, tier_replicas
+    from tooling.tier_replicas import replicas_by_tier, tier_replicas
 
     try:
         cfg = Path(stack.temp_dir) / "serve_config.yaml"
@@ -133,7 +133,7 @@ def _replicas(stack: LocalStack) -> dict[str, list[dict[str, str | None]]] | str
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from app import local_cluster as lc
+    from tooling import local_cluster as lc
 
     stack = lc.LocalStack()
     if not lc.stack_processes(stack):
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = models.add_parser("make-tiny", help="create the tiny offline test models")
     tiny.add_argument("--out", default=str(REPO_ROOT / "models"))
     tiny.set_defaults(func=cmd_make_tiny)
-    from app.models.cli import add_model_commands
+    from tooling.models.cli import add_model_commands
 
     add_model_commands(models)  # push, pull, list, verify
 
@@ -183,12 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_down)
 
     # Plain imports (not __import__), so the import contract in pyproject.toml sees them.
-    from app.cluster_cli import add_cluster_commands
-    from app.k8s.cli import add_k8s_commands
-    from app.keytools.cli import add_keys_commands
-    from app.routeops.cli import add_routeops_commands
-    from app.routing.cli import add_routing_commands
     from loadtests.cli import add_loadtest_commands
+    from tooling.cluster_cli import add_cluster_commands
+    from tooling.k8s.cli import add_k8s_commands
+    from tooling.keytools.cli import add_keys_commands
+    from tooling.routeops.cli import add_routeops_commands
+    from tooling.routing.cli import add_routing_commands
 
     add_routing_commands(sub)
     add_routeops_commands(sub)  # extends route-train/route-eval: after them

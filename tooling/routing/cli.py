@@ -1,6 +1,6 @@
 """`tierserve route-train | route-eval | route-explain`: the router's offline commands.
 
-`app/cli.py` wires these in with `add_routing_commands(subparsers)`; each
+`tooling/cli.py` wires these in with `add_routing_commands(subparsers)`; each
 command's `func` takes the parsed Namespace and returns an exit code.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from app.config.loader import REPO_ROOT, load_config, source_of
 from app.config.schema import TierserveConfig
 from app.routing.scorer import load_scorer
-from app.routing.training.data import DEFAULT_DATA_DIR
+from tooling.routing.training.data import DEFAULT_DATA_DIR
 
 ARTIFACTS = REPO_ROOT / "app" / "routing" / "artifacts"
 HAND_ARTIFACT = ARTIFACTS / "complexity.json"
@@ -52,9 +52,9 @@ def _shares(args: argparse.Namespace, config: TierserveConfig) -> list[float]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from app.routing.training.calibrate import calibrate, write_thresholds
-    from app.routing.training.data import load_rows, split_rows
-    from app.routing.training.train import HELDOUT_SHARE
+    from tooling.routing.training.calibrate import calibrate, write_thresholds
+    from tooling.routing.training.data import load_rows, split_rows
+    from tooling.routing.training.train import HELDOUT_SHARE
 
     config = load_config(args.profile)
     shares = _shares(args, config)
@@ -63,12 +63,12 @@ def _train(args: argparse.Namespace) -> int:
         objective = args.objective or (
             _configured_objective(args.profile) if args.scorer == "embedding" else "needs-strong")
         if args.scorer == "embedding":
-            from app.routing.training.train_embed import train
+            from tooling.routing.training.train_embed import train
             out = args.out or (EMBED_GAIN_ARTIFACT if objective == "gain" else EMBED_ARTIFACT)
         else:
-            from app.routing.training.train import train  # type: ignore[assignment]
+            from tooling.routing.training.train import train  # type: ignore[assignment]
             out = args.out or HAND_ARTIFACT
-        # Labelled traffic (`--from-feedback`, wired in by app/routeops): more training rows.
+        # Labelled traffic (`--from-feedback`, wired in by tooling/routeops): more training rows.
         extra = getattr(args, "feedback_rows", None)
         if extra is not None and args.scorer != "embedding":
             raise SystemExit("--from-feedback trains the embedding scorer (--scorer embedding)")
@@ -105,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from app.routing.training.evaluate import evaluate, heldout_rows, plot
+    from tooling.routing.training.evaluate import evaluate, heldout_rows, plot
 
     if args.tiering:
         return _tiering(args)
@@ -130,7 +130,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _kfold(args: argparse.Namespace) -> int:
-    from app.routing.training.kfold import kfold, summary
+    from tooling.routing.training.kfold import kfold, summary
 
     table = summary(kfold(args.data, args.kfold, args.seed))
     if args.json:
@@ -145,15 +145,15 @@ def _kfold(args: argparse.Namespace) -> int:
 
 
 def _tiering(args: argparse.Namespace) -> int:
-    from app.routing.training import tiering
+    from tooling.routing.training import tiering
 
     config = load_config(args.profile)
     if args.cost_ladder:
         config = tiering.with_cost_ladder(config, *args.cost_ladder)
     scorer = load_scorer(args.artifact or _configured_artifact(args.profile))
     if args.kfold:  # every dev prompt, scored by a fold model that never saw its subject
-        from app.routing.training.data import load_rows
-        from app.routing.training.kfold import out_of_fold_scores
+        from tooling.routing.training.data import load_rows
+        from tooling.routing.training.kfold import out_of_fold_scores
 
         p = tiering.priced(config, load_rows(args.data))
         oof = out_of_fold_scores(p.rows, args.kfold, args.seed)

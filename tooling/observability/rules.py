@@ -3,9 +3,9 @@
 The generated file is a plain Prometheus rule file: promtool and the local
 Prometheus read it as is, and the chart embeds its `groups` in a PrometheusRule.
 
-    python -m app.observability.rules --write     # regenerate after editing slo.yaml
-    python -m app.observability.rules --check     # exit 1 if the checked-in file is stale
-    python -m app.observability.rules --markdown  # alert table for the README
+    python -m tooling.observability.rules --write     # regenerate after editing slo.yaml
+    python -m tooling.observability.rules --check     # exit 1 if the checked-in file is stale
+    python -m tooling.observability.rules --markdown  # alert table for the README
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from app.observability.paths import RULES_FILE, SLO_FILE
-from app.observability.slo import SLO, load_slo
+from tooling.observability.paths import RULES_FILE, SLO_FILE
+from tooling.observability.slo import SLO, load_slo
 
 Rule = dict[str, Any]
 
-HEADER = ("# Generated from slo.yaml by `python -m app.observability.rules --write`. Do not edit by hand.\n"
+HEADER = ("# Generated from slo.yaml by `python -m tooling.observability.rules --write`. Do not edit by hand.\n"
           "# Ray exports Tierserve's metrics with a `ray_` prefix (see deployments/metrics.py).\n")
 
 REQ = "ray_tierserve_requests_total"
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.write:
         RULES_FILE.write_text(text)
     elif not RULES_FILE.exists() or RULES_FILE.read_text() != text:
-        print(f"{RULES_FILE} is stale: run python -m app.observability.rules --write", file=sys.stderr)
+        print(f"{RULES_FILE} is stale: run python -m tooling.observability.rules --write", file=sys.stderr)
         return 1
     return 0
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from app.routing.complexity_features import FEATURE_NAMES, extract
 from app.routing.learned import LearnedScorer
-from app.routing.training.data import GSM8K, Row, load_rows, split_rows
-from app.routing.training.metrics import routing_curve
+from tooling.routing.training.data import GSM8K, Row, load_rows, split_rows
+from tooling.routing.training.metrics import routing_curve
 
 L2_GRID = (0.001, 0.01, 0.1, 1.0)
 HELDOUT_SHARE = 0.25

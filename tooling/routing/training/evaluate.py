@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from app.routing.scorer import TrainedScorer
-from app.routing.training.data import Row, load_rows, unseen
-from app.routing.training.metrics import Curve, random_apgr, routing_curve
+from tooling.routing.training.data import Row, load_rows, unseen
+from tooling.routing.training.metrics import Curve, random_apgr, routing_curve
 
 
 @dataclass(frozen=True)

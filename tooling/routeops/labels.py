@@ -19,7 +19,7 @@ import numpy as np
 from app.keys.traffic import Labelled
 from app.routing.learned_embed import DENSE_NAMES
 from app.routing.learning import FEATURES_VERSION
-from app.routing.training.train_embed import Matrices
+from tooling.routing.training.train_embed import Matrices
 
 
 @dataclass(frozen=True)
