@@ -77,7 +77,10 @@ PREFIX_CACHE_ROUTER = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
 def replica_router_options(tier: TierConfig) -> dict[str, Any]:
     """Serve's request_router_config for the tier's replica router (none: Serve's default)."""
     if tier.replica_router == "prefix_cache_affinity":
-        return {"request_router_config": {"request_router_class": PREFIX_CACHE_ROUTER}}
+        router: dict[str, Any] = {"request_router_class": PREFIX_CACHE_ROUTER}
+        if tier.prefix_cache_affinity and (kwargs := tier.prefix_cache_affinity.router_kwargs()):
+            router["request_router_kwargs"] = kwargs  # the router's initialize_state(**kwargs)
+        return {"request_router_config": router}
     return {}
 
 

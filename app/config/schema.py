@@ -117,6 +117,46 @@ class RolloutConfig(Strict):
                 "graceful_shutdown_wait_loop_s": self.drain_poll_s}
 
 
+class PrefixCacheAffinityConfig(Strict):
+    """Settings of Ray's PrefixCacheAffinityRouter: the keyword arguments of its
+    `initialize_state` (Ray 2.60), passed as Serve's `request_router_kwargs`. Unset: Ray's
+    default, named in each comment."""
+
+    # Route by prefix only while the candidate replicas' queue lengths differ by at most this
+    # many requests; beyond it, power-of-two choices. Ray: infinite (never falls back).
+    imbalanced_threshold: float | None = Field(None, ge=0)
+    # Below this share of the prompt's text matched on some replica, the replica holding the
+    # least routed text gets it (Ray: 0.1).
+    match_rate_threshold: float | None = Field(None, ge=0, le=1)
+    # Trim the router's prefix tree (the text it routed, per replica) every
+    # eviction_interval_secs once it holds more than eviction_threshold_chars, down to
+    # eviction_target_chars (Ray: off; 400,000 / 360,000 / 10).
+    do_eviction: bool | None = None
+    eviction_threshold_chars: int | None = Field(None, gt=0)
+    eviction_target_chars: int | None = Field(None, gt=0)
+    eviction_interval_secs: int | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (unknown := sorted(set(data) - set(cls.model_fields))):
+            raise ValueError(f"unknown PrefixCacheAffinityRouter setting(s) {unknown}; "
+                             f"known: {sorted(cls.model_fields)}")
+        return data
+
+    @model_validator(mode="after")
+    def _eviction_target_below_threshold(self) -> PrefixCacheAffinityConfig:
+        threshold = self.eviction_threshold_chars or 400_000
+        target = self.eviction_target_chars or 360_000
+        if target > threshold:
+            raise ValueError(f"eviction_target_chars ({target}) must be <= eviction_threshold_chars "
+                             f"({threshold}; Ray's defaults are 360,000 and 400,000)")
+        return self
+
+    def router_kwargs(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class TierConfig(Strict):
     """One tier: a model served by autoscaled vLLM replicas."""
 
@@ -152,6 +192,8 @@ class TierConfig(Strict):
     # by default: on a multi-turn workload here the affinity router doubled TTFT (README,
     # "Replica routing"; re-measure with `tierserve bench replica-router`).
     replica_router: Literal["power_of_two", "prefix_cache_affinity"] = "power_of_two"
+    # That router's settings (only with replica_router: prefix_cache_affinity).
+    prefix_cache_affinity: PrefixCacheAffinityConfig | None = None
 
     @property
     def deployment_name(self) -> str:
@@ -163,6 +205,9 @@ class TierConfig(Strict):
             raise ValueError("set max_model_len on the tier, not in engine_kwargs")
         if self.stream_coalesce_max_ms < self.stream_coalesce_ms:
             raise ValueError("stream_coalesce_max_ms must be >= stream_coalesce_ms")
+        if self.prefix_cache_affinity is not None and self.replica_router != "prefix_cache_affinity":
+            raise ValueError("prefix_cache_affinity settings need replica_router: prefix_cache_affinity "
+                             f"(this tier's is {self.replica_router})")
         return self
 
 

@@ -125,3 +125,45 @@ def test_coalesce_cap_below_base_is_rejected():
     base.update(stream_coalesce_ms=50, stream_coalesce_max_ms=10)
     with pytest.raises(pydantic.ValidationError, match="stream_coalesce_max_ms"):
         TierConfig.model_validate(base)
+
+
+def _affinity_router(**settings):
+    def edit(d):
+        d["tiers"][0].update(replica_router="prefix_cache_affinity", prefix_cache_affinity=settings)
+    return edit
+
+
+def test_prefix_cache_affinity_settings_are_typed(config_copy: Path):
+    prof = config_copy / "profiles" / "local-cpu.yaml"
+    _edit(prof, _affinity_router(imbalanced_threshold=4, match_rate_threshold=0.2, do_eviction=True))
+    fast = load_config("local-cpu", config_copy).tier("fast")
+    assert fast.prefix_cache_affinity.router_kwargs() == {
+        "imbalanced_threshold": 4, "match_rate_threshold": 0.2, "do_eviction": True}
+
+
+def test_unknown_prefix_cache_affinity_setting_is_rejected_with_the_known_ones(config_copy: Path):
+    prof = config_copy / "profiles" / "local-cpu.yaml"
+    _edit(prof, _affinity_router(imbalance_threshold=4))
+    with pytest.raises(ConfigError) as err:
+        load_config("local-cpu", config_copy)
+    msg = str(err.value)
+    assert str(prof) in msg and "tiers.0.prefix_cache_affinity" in msg
+    assert "['imbalance_threshold']" in msg and "imbalanced_threshold" in msg  # the known list
+
+
+@pytest.mark.parametrize(("settings", "error"), [
+    ({"match_rate_threshold": 1.5}, "less than or equal to 1"),
+    ({"imbalanced_threshold": -1}, "greater than or equal to 0"),
+    ({"eviction_target_chars": 500_000}, "eviction_target_chars \\(500000\\) must be <="),
+])
+def test_bad_prefix_cache_affinity_values_are_rejected(config_copy: Path, settings, error):
+    _edit(config_copy / "profiles" / "local-cpu.yaml", _affinity_router(**settings))
+    with pytest.raises(ConfigError, match=error):
+        load_config("local-cpu", config_copy)
+
+
+def test_prefix_cache_affinity_settings_need_that_router(config_copy: Path):
+    _edit(config_copy / "profiles" / "local-cpu.yaml",
+          lambda d: d["tiers"][0].update(prefix_cache_affinity={"imbalanced_threshold": 4}))
+    with pytest.raises(ConfigError, match="need replica_router: prefix_cache_affinity"):
+        load_config("local-cpu", config_copy)

@@ -173,3 +173,25 @@ def test_a_tier_may_route_replicas_by_prefix_cache_affinity():
     assert chat.messages[0]["content"] == "x" and not hasattr(chat, "prompt")
     completion = TierCall(request_id="r", endpoint="completion", body={"prompt": "y"})
     assert completion.prompt == "y" and not hasattr(completion, "messages")
+
+
+def test_prefix_cache_affinity_settings_reach_rays_router_as_its_kwargs():
+    import inspect
+
+    from ray.serve.config import RequestRouterConfig
+    from ray.serve.llm.request_router import PrefixCacheAffinityRouter
+
+    from app.config.schema import PrefixCacheAffinityConfig
+
+    fast = load_config("local-elastic").tier("fast")
+    plain = fast.model_copy(update={"replica_router": "prefix_cache_affinity"})
+    assert "request_router_kwargs" not in llm_config_for(plain).deployment_config["request_router_config"]
+    tuned = fast.model_copy(update={"replica_router": "prefix_cache_affinity",
+                                    "prefix_cache_affinity": PrefixCacheAffinityConfig(
+                                        imbalanced_threshold=4, match_rate_threshold=0.25)})
+    router = llm_config_for(tuned).deployment_config["request_router_config"]
+    assert router["request_router_kwargs"] == {"imbalanced_threshold": 4, "match_rate_threshold": 0.25}
+    # Serve's own model takes it, and every setting is a keyword of the router Ray ships.
+    assert RequestRouterConfig(**router).request_router_kwargs == router["request_router_kwargs"]
+    accepted = inspect.signature(PrefixCacheAffinityRouter.initialize_state).parameters
+    assert set(PrefixCacheAffinityConfig.model_fields) <= set(accepted) - {"self", "tree_actor"}
