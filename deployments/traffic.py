@@ -9,6 +9,7 @@ import json
 import logging
 import time
 
+from app.batching import BatchWriter
 from app.config.schema import TierserveConfig
 from app.keys.store import resolve_db_url
 from app.keys.traffic import RouteRecord, TrafficStore
@@ -27,8 +28,9 @@ class TrafficRecorder:
         self._config = config
         self._shadow = shadow
         self._store: TrafficStore | None = None
-        self._pending: list[RouteRecord] = []
-        self._task: asyncio.Task | None = None
+        self._writer = BatchWriter(self._write, interval_s=config.routing.feedback.flush_s,
+                                   batch_max=self.BATCH, max_pending=self.MAX_PENDING,
+                                   what="decision records", log=log)
         self._tasks: set[asyncio.Task] = set()
         self._last_prune = 0.0
 
@@ -40,6 +42,7 @@ class TrafficRecorder:
 
     def reconfigure(self, config: TierserveConfig, shadow: ShadowScorer | None) -> None:
         self._config, self._shadow = config, shadow
+        self._writer.interval_s = config.routing.feedback.flush_s
 
     @property
     def active(self) -> bool:
@@ -82,16 +85,7 @@ class TrafficRecorder:
                                  "shadow_version": record.shadow_version}))
         if not self._config.routing.feedback.enabled:
             return
-        self._pending.append(record)
-        if len(self._pending) > self.MAX_PENDING:
-            del self._pending[: len(self._pending) - self.MAX_PENDING]
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while self._pending:
-            await asyncio.sleep(self._config.routing.feedback.flush_s)
-            await self.flush()
+        self._writer.add(record)
 
     def _write(self, batch: list[RouteRecord]) -> None:
         if self._store is None:  # opened (and migrated) on first use, in this thread
@@ -103,12 +97,6 @@ class TrafficRecorder:
             self._store.prune(fb.max_records, fb.max_age_days * 86400)
             self._last_prune = now
 
-    async def flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self.BATCH]
-            try:
-                await asyncio.to_thread(self._write, batch)
-            except Exception as exc:  # keep them; the next flush retries
-                log.warning("decision records not written yet (%s); will retry", type(exc).__name__)
-                return
-            del self._pending[: len(batch)]
+    async def flush(self) -> bool:
+        """Write the queued records now; False (kept for the next flush) if the write failed."""
+        return await self._writer.flush()

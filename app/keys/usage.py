@@ -2,49 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 
+from app.batching import BatchWriter
 from app.keys.models import TeamTotal, UsageEvent, UsageLine, UsageReport
 from app.keys.store import KeyStore
 
 log = logging.getLogger("ray.serve.tierserve.keys")
 
 
-class UsageRecorder:
+class UsageRecorder(BatchWriter[UsageEvent]):
     """Collects events in memory; a background task writes them every `flush_s` in one insert."""
 
     MAX_PENDING = 100_000  # beyond this (database down for long) the oldest are dropped
 
     def __init__(self, store: KeyStore, flush_s: float, batch_max: int) -> None:
-        self._store = store
-        self._flush_s = flush_s
-        self._batch_max = batch_max
-        self._pending: list[UsageEvent] = []
-        self._task: asyncio.Task | None = None
-
-    def add(self, event: UsageEvent) -> None:
-        self._pending.append(event)
-        if len(self._pending) > self.MAX_PENDING:
-            del self._pending[: len(self._pending) - self.MAX_PENDING]
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while self._pending:
-            await asyncio.sleep(self._flush_s)
-            await self.flush()
-
-    async def flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._batch_max]
-            try:
-                await asyncio.to_thread(self._store.record_usage, batch)
-            except Exception as exc:  # keep them; the next flush retries
-                log.warning("usage not written yet (%s); will retry", type(exc).__name__)
-                return
-            del self._pending[: len(batch)]
+        super().__init__(store.record_usage, interval_s=flush_s, batch_max=batch_max,
+                         max_pending=self.MAX_PENDING, what="usage", log=log)
 
 
 def build_report(lines: list[UsageLine], strongest_tier: str, since: float | None) -> UsageReport:

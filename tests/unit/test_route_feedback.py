@@ -196,7 +196,7 @@ def test_router_recorder_scores_the_shadow_and_keeps_features(tmp_path, monkeypa
         recorder.observe(req, decision)
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if not recorder._pending and not recorder._tasks:
+            if not recorder._writer.pending and not recorder._tasks:
                 break
         await recorder.flush()
     asyncio.run(run())

@@ -1,0 +1,77 @@
+"""Write records in batches off the request path, keeping them when the database is away.
+
+The usage recorder (ingress) and the route-decision recorder (router) both queue a record per
+request and must never make a request wait on the database: `add` only appends and, if no
+writer task runs, starts one that sleeps `interval_s` and flushes, until nothing is pending.
+A flush hands `batch_max` records at a time to a blocking `write` in a thread; a failed write
+keeps its batch (and the rest) for the next flush. Past `max_pending` the oldest are dropped,
+so a long outage costs memory up to that bound and no more. One flush runs at a time, so a
+batch is never handed to `write` twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class BatchWriter(Generic[T]):
+    def __init__(self, write: Callable[[list[T]], object], *, interval_s: float, batch_max: int,
+                 max_pending: int, what: str, log: logging.Logger) -> None:
+        self.interval_s = interval_s  # read before each sleep, so a reconfigure takes effect
+        self._write = write
+        self._batch_max = batch_max
+        self._max_pending = max_pending
+        self._what = what  # names the records in the retry warning
+        self._log = log
+        self._pending: list[T] = []
+        self._task: asyncio.Task | None = None
+        self._flushing = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def add(self, item: T) -> None:
+        """Queue one record (call on the event loop); never blocks, never raises."""
+        self._pending.append(item)
+        if len(self._pending) > self._max_pending:
+            del self._pending[: len(self._pending) - self._max_pending]
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.interval_s)
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write everything pending; False (records kept) if a write failed."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> bool:
+        while self._pending:
+            batch = self._pending[: self._batch_max]
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except Exception as exc:  # keep them; the next flush retries
+                self._log.warning("%s not written yet (%s); will retry", self._what, type(exc).__name__)
+                return False
+            del self._pending[: len(batch)]
+        return True
+
+    async def stop(self) -> bool:
+        """Stop the periodic writer and flush what is pending once more (at shutdown)."""
+        async with self._flushing:  # the writer task sleeps or waits here: no write in flight
+            task, self._task = self._task, None
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            return await self._flush()

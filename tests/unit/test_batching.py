@@ -1,0 +1,139 @@
+"""The batched writer behind the usage and route-decision recorders (app/batching.py): batches
+of `batch_max` off the loop, a failed write keeps its batch for the next try, the oldest are
+dropped past `max_pending`, and `stop` writes what is still pending."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from app.batching import BatchWriter
+
+log = logging.getLogger("test.batching")
+
+
+class FlakySink:
+    """Collects written batches; fails the next `fail` writes. Records the writing thread."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.batches: list[list[int]] = []
+        self.threads: set[int] = set()
+
+    def write(self, batch: list[int]) -> None:
+        self.threads.add(threading.get_ident())
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("database away")
+        self.batches.append(list(batch))
+
+
+def writer(sink: FlakySink, **kw) -> BatchWriter[int]:
+    opts = {"interval_s": 0.01, "batch_max": 3, "max_pending": 100, "what": "numbers", "log": log}
+    return BatchWriter(sink.write, **{**opts, **kw})
+
+
+def test_flush_writes_in_batches_off_the_event_loop():
+    sink = FlakySink()
+
+    async def run() -> bool:
+        w = writer(sink, interval_s=60)  # the periodic task sleeps; the explicit flush writes
+        for i in range(7):
+            w.add(i)
+        ok = await w.flush()
+        assert w.pending == 0
+        await w.stop()
+        return ok
+
+    assert asyncio.run(run()) is True
+    assert sink.batches == [[0, 1, 2], [3, 4, 5], [6]]
+    assert threading.get_ident() not in sink.threads  # written in a worker thread
+
+
+def test_a_failed_write_keeps_the_batch_and_the_next_flush_retries_it(caplog):
+    sink = FlakySink(fail=1)
+
+    async def run() -> tuple[bool, int, bool]:
+        w = writer(sink, interval_s=60)
+        for i in range(4):
+            w.add(i)
+        first = await w.flush()
+        kept = w.pending
+        return first, kept, await w.flush()
+
+    with caplog.at_level(logging.WARNING, logger="test.batching"):
+        first, kept, second = asyncio.run(run())
+    assert first is False and kept == 4  # nothing lost: the failed batch and the rest stay
+    assert second is True and sink.batches == [[0, 1, 2], [3]]
+    assert "numbers not written yet (ConnectionError); will retry" in caplog.text
+
+
+def test_the_background_task_writes_without_a_flush_call_and_retries():
+    sink = FlakySink(fail=2)
+
+    async def run() -> int:
+        w = writer(sink)
+        w.add(1)
+        w.add(2)
+        for _ in range(200):  # two failed tries, then the write lands
+            await asyncio.sleep(0.01)
+            if not w.pending:
+                break
+        return w.pending
+
+    assert asyncio.run(run()) == 0
+    assert sink.batches == [[1, 2]]
+
+
+def test_the_oldest_are_dropped_past_max_pending():
+    sink = FlakySink()
+
+    async def run() -> None:
+        w = writer(sink, interval_s=60, max_pending=5, batch_max=10)
+        for i in range(8):
+            w.add(i)
+        assert w.pending == 5
+        await w.stop()
+
+    asyncio.run(run())
+    assert sink.batches == [[3, 4, 5, 6, 7]]
+
+
+def test_stop_flushes_what_is_pending_and_ends_the_writer_task():
+    sink = FlakySink()
+
+    async def run() -> tuple[bool, int]:
+        w = writer(sink, interval_s=60)  # the periodic flush would not come for a minute
+        for i in range(5):
+            w.add(i)
+        ok = await w.stop()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return ok, len(tasks)
+
+    ok, others = asyncio.run(run())
+    assert ok is True and others == 0
+    assert sink.batches == [[0, 1, 2], [3, 4]]
+
+
+def test_stop_while_a_write_is_in_flight_does_not_write_the_batch_twice():
+    started, release = threading.Event(), threading.Event()
+    batches: list[list[int]] = []
+
+    def slow_write(batch: list[int]) -> None:
+        started.set()
+        release.wait(5)
+        batches.append(list(batch))
+
+    async def run() -> None:
+        w = BatchWriter(slow_write, interval_s=0.01, batch_max=10, max_pending=100, what="n", log=log)
+        w.add(1)
+        await asyncio.to_thread(started.wait, 5)  # the background task is inside the write
+        w.add(2)
+        stopping = asyncio.ensure_future(w.stop())
+        await asyncio.sleep(0.05)
+        release.set()
+        assert await stopping is True
+
+    asyncio.run(run())
+    assert batches == [[1], [2]]
