@@ -12,8 +12,6 @@ phases is in the figure: read small differences as noise.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -24,27 +22,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadtests.bench.stream_client import chat_body, run_pass  # noqa: E402
+from loadtests.bench.sequential import pass_args, sequential_p50s  # noqa: E402
+from loadtests.bench.stream_client import chat_body  # noqa: E402
 from tooling.local_cluster import start_private_stack, stop  # noqa: E402
 
 PROMPT = " ".join(["tiered inference keeps the easy majority on the small model"] * 5)
 
 
 def p50_ttft_ms(url: str, requests: int, headers: dict[str, str] | None) -> float:
-    body = chat_body("tiny-fast", PROMPT, 64)
-    timings, _ = asyncio.run(run_pass(url, body, 1, requests, headers=headers))
-    ok = [t.ttft_s for t in timings if t.ok]
-    if len(ok) != len(timings):
-        raise RuntimeError(f"{len(timings) - len(ok)} of {len(timings)} requests failed")
-    return statistics.median(ok) * 1000
+    ttft_ms, _, _ = sequential_p50s(url, chat_body("tiny-fast", PROMPT, 64), requests,
+                                    min_ok=requests, headers=headers)
+    return ttft_ms
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=32)
-    args = parser.parse_args()
+    args = pass_args(__doc__)
     temp_dir = tempfile.mkdtemp(prefix="tsk-bench-", dir="/tmp")
     stack = start_private_stack("local-cpu", temp_dir)
     try:

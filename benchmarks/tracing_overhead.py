@@ -12,8 +12,6 @@ differences as noise.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import shutil
 import statistics
@@ -24,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import load_config  # noqa: E402
-from loadtests.bench.stream_client import chat_body, run_pass  # noqa: E402
+from loadtests.bench.sequential import pass_args, sequential_p50s  # noqa: E402
+from loadtests.bench.stream_client import chat_body  # noqa: E402
 from tests.otlp_receiver import OtlpReceiver  # noqa: E402
 from tooling.local_cluster import start_private_stack, stop  # noqa: E402
 
@@ -36,14 +35,10 @@ FAILED: list[str] = []  # "phase: HTTP status" of each failed stream, printed wi
 
 def p50_ttft_ms(url: str, requests: int, phase: str = "warm-up") -> tuple[float, float]:
     """TTFT p50 and end-to-end p50 (ms) of `requests` sequential streams (failures listed)."""
-    body = chat_body("auto", PROMPT, 32)
-    timings, _ = asyncio.run(run_pass(url, body, 1, requests))
-    ok = [t for t in timings if t.ok]
-    FAILED.extend(f"{phase}: HTTP {t.status}" for t in timings if not t.ok)
-    if len(ok) < len(timings) // 2:
-        raise RuntimeError(f"{len(timings) - len(ok)} of {len(timings)} requests failed: {FAILED}")
-    return (statistics.median(t.ttft_s for t in ok) * 1000,
-            statistics.median(t.total_s for t in ok) * 1000)
+    ttft_ms, e2e_ms, failed = sequential_p50s(url, chat_body("auto", PROMPT, 32), requests,
+                                              min_ok=requests // 2)
+    FAILED.extend(f"{phase}: HTTP {status}" for status in failed)
+    return ttft_ms, e2e_ms
 
 
 def measure(passes: int, requests: int, phase: str) -> list[tuple[float, float]]:
@@ -62,11 +57,7 @@ def measure(passes: int, requests: int, phase: str) -> list[tuple[float, float]]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=32)
-    args = parser.parse_args()
+    args = pass_args(__doc__)
     env = load_config("local-cpu").server.tracing.endpoint_env
     os.environ.pop(env, None)
     off = measure(args.passes, args.requests, "off")
