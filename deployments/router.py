@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Any
 
 from ray import serve
 
@@ -129,3 +130,12 @@ class Router:
 
     async def suspended(self) -> list[str]:
         return sorted(self._suspended)
+
+    async def routing_view(self) -> dict[str, Any]:
+        """The ladder and thresholds this replica's picker uses now, for the console: after a
+        live reconfigure, or from a picker that moves its thresholds, they differ from the
+        ingress's copy of the config."""
+        picker = self._pipeline.picker
+        return {"ladder": list(self._config.routing.ladder),
+                "thresholds": list(getattr(picker.plugin, "thresholds", ())),
+                "picker": picker.name, "scorer_version": self._pipeline.scorer_version}

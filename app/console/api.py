@@ -74,10 +74,20 @@ class Overview(BaseModel):
     live: dict[str, Any]
 
 
-def _routing_config(config: TierserveConfig) -> dict[str, Any]:
+def _routing_config(config: TierserveConfig, used: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Routing as the console shows it. The ladder, thresholds and picker are the router's
+    own (`used`: Router.routing_view) when it answered, else the config's; never the
+    two-tier `threshold`, which a ladder profile leaves at its unused default."""
     r = config.routing
+    used = used or {}
+    ladder = used.get("ladder") or list(r.ladder)
+    shares = dict(zip(r.ladder, r.shares(), strict=True)) if r.target_shares else {}
     return {"default_tier": r.default_tier, "weak_tier": r.weak_tier, "strong_tier": r.strong_tier,
-            "threshold": r.threshold, "learned": r.learned.enabled, "affinity": r.affinity.enabled,
+            "ladder": ladder, "thresholds": used.get("thresholds", list(r.thresholds)),
+            "thresholds_from": "router" if used else "config",
+            "picker": used.get("picker") or (r.plugins.picker.name if r.plugins.picker else "ladder"),
+            "scorer_version": used.get("scorer_version"), "target_shares": shares,
+            "learned": r.learned.enabled, "affinity": r.affinity.enabled,
             "fallback": r.fallback.enabled, "allow_tier_header": r.allow_tier_header,
             "rules": [{"name": x.name, "tier": x.tier, "force": x.force,
                        "match": x.match.model_dump(exclude_defaults=True)} for x in r.rules]}
@@ -128,16 +138,22 @@ def console_router(deps: ConsoleDeps) -> APIRouter:
         except Exception:  # the router may be restarting: show the tiers anyway
             return []
 
+    async def routing_used() -> dict[str, Any] | None:
+        try:
+            return dict(await asyncio.wait_for(deps.router.routing_view.remote(), 5))
+        except Exception:  # restarting, or an older router: the config's values instead
+            return None
+
     @api.get("/overview", response_model=Overview, summary="Tiers, routing and live shares")
     async def overview() -> Overview:
-        paused = await suspended()
+        paused, used = await asyncio.gather(suspended(), routing_used())
         tiers = await tier_views(deps.config, deps.app_name, set(paused))
         return Overview(profile=deps.config.profile, at=time.time(),
                         admin_key_required=deps.admins.enabled,
                         log_prompts=deps.config.server.log_prompts,
                         tracing=deps.tracing_endpoint is not None,
                         trace_url=deps.config.server.tracing.trace_url, tiers=tiers, suspended=paused,
-                        routing=_routing_config(deps.config), live=deps.decisions.shares())
+                        routing=_routing_config(deps.config, used), live=deps.decisions.shares())
 
     @api.get("/decisions", response_model=list[DecisionRecord], summary="Recent routing decisions")
     async def decisions(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[DecisionRecord]:

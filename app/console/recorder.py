@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 # Decision fields the console shows in their own columns; any other field the router adds
 # (per-plugin contributions and timings, for instance) is shown as it comes.
-_SHOWN = {"tier", "reason", "score", "threshold", "matched_rules", "fallbacks", "decision_ms",
-          "affinity_hit"}
+_SHOWN = {"tier", "reason", "score", "threshold", "thresholds", "matched_rules", "fallbacks",
+          "decision_ms", "affinity_hit"}
 
 
 class DecisionRecord(BaseModel):
@@ -32,6 +32,7 @@ class DecisionRecord(BaseModel):
     status: int
     score: float | None = None
     threshold: float | None = None
+    thresholds: list[float] = Field(default_factory=list)  # the ladder's, one per boundary
     matched_rules: list[str] = Field(default_factory=list)
     decision_ms: float | None = None
     details: dict[str, Any] = Field(default_factory=dict)  # the router's other fields
@@ -52,7 +53,8 @@ def decision_fields(decision: Any) -> dict[str, Any]:
     if decision is None:
         return {}
     data = decision.model_dump() if hasattr(decision, "model_dump") else dict(decision)
-    out = {k: data[k] for k in ("score", "threshold", "matched_rules", "decision_ms") if k in data}
+    out = {k: data[k] for k in ("score", "threshold", "thresholds", "matched_rules", "decision_ms")
+           if k in data}
     details = {k: v for k, v in data.items() if k not in _SHOWN and v not in (None, [], {}, False)}
     if details:
         out["details"] = details

@@ -120,7 +120,8 @@ def test_console_shows_both_tiers_ready(page, tmp_path):
     # vLLM's gauges reach the page (Ray exports them every few seconds).
     page.locator("#tiers tr[data-tier=fast] [data-testid=engine]").filter(has_text="running").wait_for()
     assert page.locator("#auth-error").is_hidden()
-    assert "threshold" in page.inner_text("#routing-config")
+    routing = page.inner_text("#routing-config")  # the ladder and thresholds the router uses
+    assert "fast → reasoning (≥ " in routing and "as the router uses them" in routing, routing
     shot(page, "console.png", tmp_path)
 
 

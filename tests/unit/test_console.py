@@ -3,6 +3,7 @@ stand-ins here (the browser tests in test_e2e_console.py run against the real st
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -136,6 +137,54 @@ def test_overview_shows_tiers_replicas_per_node_and_suspend(make_client):
     assert env.client.post("/console/api/tiers/nope/suspend", headers=auth()).status_code == 404
     assert env.client.post("/console/api/tiers/fast/suspend", headers=auth("x")).status_code == 401
     assert env.router.paused == set()
+
+
+def _overview_routing(profile: str, router) -> dict[str, Any]:
+    config = load_config(profile)
+    app = FastAPI()
+    store = KeyStore("sqlite://")
+    app.include_router(console_router(ConsoleDeps(config, AdminKeys(frozenset()), store, DecisionLog(1),
+                                                  router, "tierserve")))
+    return TestClient(app, client=LOOPBACK).get("/console/api/overview").json()["routing"]
+
+
+@pytest.mark.parametrize("profile", ["local-cpu-3tier", "local-cpu-costaware"])
+def test_overview_shows_the_ladder_and_thresholds_the_router_uses(profile):
+    from app.routing.assemble import build_pipeline
+    from deployments.router import Router
+
+    config = load_config(profile)
+    # The router's own answer, from the real pipeline the router deployment builds.
+    used = asyncio.run(Router.routing_view(SimpleNamespace(_config=config,
+                                                           _pipeline=build_pipeline(config))))
+    assert used["ladder"] == config.routing.ladder and used["thresholds"] == config.routing.thresholds
+    assert used["picker"] == ("cost-ladder" if profile.endswith("costaware") else "ladder")
+    router = FakeRouter()
+    moved = [round(t / 2, 6) for t in used["thresholds"]]  # e.g. a promoted scorer's, live
+
+    async def routing_view() -> dict[str, Any]:
+        return {**used, "thresholds": moved}
+
+    router.routing_view = _Remote(routing_view)
+    shown = _overview_routing(profile, router)
+    assert shown["ladder"] == config.routing.ladder and shown["thresholds"] == moved
+    assert shown["thresholds_from"] == "router" and shown["picker"] == used["picker"]
+    assert "threshold" not in shown  # the two-tier default a ladder profile never uses
+    assert sum(shown["target_shares"].values()) == pytest.approx(1)
+    # Router not answering: the config's ladder and thresholds, said to be the config's.
+    fallback = _overview_routing(profile, FakeRouter())
+    assert fallback["thresholds"] == config.routing.thresholds and fallback["thresholds_from"] == "config"
+    assert fallback["ladder"] == config.routing.ladder
+
+
+def test_a_ladder_decision_keeps_its_thresholds():
+    log = DecisionLog(2)
+    decision = RouteDecision(tier="medium", reason="score", score=0.2, thresholds=[0.17, 0.29])
+    log.add({"request_id": "r", "at": 1.0, "endpoint": "chat", "tier": "medium", "reason": "score",
+             "status": 200, "latency_ms": 1.0, "decision": decision})
+    (record,) = log.recent(1)
+    assert record.thresholds == [0.17, 0.29] and record.threshold is None
+    assert "thresholds" not in record.details  # its own field, not buried in the details
 
 
 def test_decisions_ring_and_shares(make_client):

@@ -101,6 +101,12 @@ async function setSuspended(tier, suspended) {
 }
 
 // -- routing ----------------------------------------------------------------------------
+// "fast → medium (≥ 0.1714) → reasoning (≥ 0.2909)": a score reaches a tier at its threshold.
+function ladderText(r) {
+  return r.ladder.map((tier, i) => (i === 0 || r.thresholds[i - 1] === undefined ? tier
+    : `${tier} (≥ ${fmt(r.thresholds[i - 1], 4)})`)).join(" → ");
+}
+
 function renderRouting(ov) {
   const live = ov.live;
   const shares = Object.entries(live.tiers);
@@ -113,8 +119,14 @@ function renderRouting(ov) {
     el("td", { text: r.tier }), el("td", { text: r.reason }), el("td", { text: r.requests }))));
   const r = ov.routing;
   const rules = r.rules.map((x) => `${x.name} → ${x.tier}${x.force ? " (forced)" : ""}`).join("; ") || "none";
-  const items = [["weak / strong", `${r.weak_tier} / ${r.strong_tier}`], ["default", r.default_tier],
-    ["threshold", r.threshold], ["learned scorer", r.learned], ["rules", rules], ["affinity", r.affinity],
+  const items = [["ladder", ladderText(r)],
+    ["thresholds", `${r.thresholds.map((t) => fmt(t, 4)).join(", ") || "none"} (${r.picker} picker; ` +
+      `${r.thresholds_from === "router" ? "as the router uses them" : "from config: router not reached"})`],
+    ...(Object.keys(r.target_shares).length ? [["target shares", Object.entries(r.target_shares)
+      .map(([t, s]) => `${t} ${(s * 100).toFixed(0)}%`).join(", ")]] : []),
+    ["default", r.default_tier],
+    ["learned scorer", r.learned + (r.scorer_version ? ` (${r.scorer_version})` : "")], ["rules", rules],
+    ["affinity", r.affinity],
     ["fallback", r.fallback], ["suspended", ov.suspended.join(", ") || "none"],
     ["tracing", ov.tracing ? "on (OTLP)" : "off"], ["prompts in logs", ov.log_prompts]];
   $("#routing-config").replaceChildren(...items.flatMap(([k, v]) => [el("dt", { text: k }),
@@ -156,7 +168,8 @@ function renderDecisions(list) {
     el("td", { class: "mono", text: d.request_id }),
     el("td", {}, el("span", { class: "state ok", text: d.tier })),
     el("td", { text: d.reason + (d.migrated_to.length ? ` → ${d.migrated_to.join(", ")}` : "") }),
-    el("td", { text: d.score === null ? "–" : `${fmt(d.score, 3)} / ${fmt(d.threshold, 2)}` }),
+    el("td", { text: d.score === null ? "–" : `${fmt(d.score, 3)} / ` +
+      ((d.thresholds.length ? d.thresholds : [d.threshold]).map((t) => fmt(t, 3)).join(", ")) }),
     detailsCell(d),
     el("td", { text: fmt(d.ttft_ms, 1) }),
     el("td", { text: `${d.prompt_tokens} / ${d.completion_tokens}` }),
