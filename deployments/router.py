@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
 
 from ray import serve
 
@@ -43,6 +42,13 @@ def tiers_without_replicas(config: TierserveConfig, app_status) -> set[str]:
 
 class Router:
     async def __init__(self, config: TierserveConfig) -> None:  # type: ignore[misc]  # Serve awaits it
+        context = serve.get_replica_context()
+        # Serve hands this replica its user_config (reconfigure) right after __init__. Build from
+        # it now, once: the scorer artifact the configs on this node name may exist only in it
+        # (app/config/live_artifacts.py). `_deployment_config` is Serve's own (Ray pinned).
+        self._user_config = getattr(getattr(context, "_deployment_config", None), "user_config", None)
+        if self._user_config is not None:
+            config = apply_router_user_config(config, self._user_config)
         self._config = config
         aff = config.routing.affinity  # one store for the life of the replica (reconfigure keeps it)
         self._store = make_store(aff.store_url, aff.ttl_s, aff.max_sessions) if aff.enabled else None
@@ -55,16 +61,18 @@ class Router:
         self._suspended: set[str] = {t.name for t in config.tiers if t.autoscaling.suspended}
         self._tracing = setup_tracing(config.server.tracing, "router")
         self._metrics = RouterMetrics()
-        self._app_name = serve.get_replica_context().app_name
+        self._app_name = context.app_name
         self._watcher = asyncio.create_task(self._watch_replicas())
 
     async def reconfigure(self, user_config: dict) -> None:
         """Serve's lightweight update (the rendered `user_config`): the live routing settings,
         e.g. a promoted scorer artifact and its thresholds, without restarting anything."""
+        if user_config == self._user_config:
+            return  # applied in __init__ (or a new rank only)
         config = apply_router_user_config(self._config, user_config)
         pipeline = await asyncio.to_thread(build_pipeline, config, store=self._store)
         shadow = await asyncio.to_thread(TrafficRecorder.load_shadow, config)
-        self._config, self._pipeline = config, pipeline
+        self._config, self._pipeline, self._user_config = config, pipeline, user_config
         self._traffic.reconfigure(config, shadow)
         log.warning(json.dumps({"event": "router_reconfigured", "scorer_version": pipeline.scorer_version,
                                 "shadow_version": shadow.version if shadow else None,
@@ -130,12 +138,3 @@ class Router:
 
     async def suspended(self) -> list[str]:
         return sorted(self._suspended)
-
-    async def routing_view(self) -> dict[str, Any]:
-        """The ladder and thresholds this replica's picker uses now, for the console: after a
-        live reconfigure, or from a picker that moves its thresholds, they differ from the
-        ingress's copy of the config."""
-        picker = self._pipeline.picker
-        return {"ladder": list(self._config.routing.ladder),
-                "thresholds": list(getattr(picker.plugin, "thresholds", ())),
-                "picker": picker.name, "scorer_version": self._pipeline.scorer_version}

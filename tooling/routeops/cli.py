@@ -66,10 +66,10 @@ def _promote(args: argparse.Namespace) -> int:
 
     from app.routing.scorer import load_scorer
     from app.serve_config import dump_serve_config, profile_of, render_serve_config
-    from tooling.routeops.promote import set_learned
+    from tooling.routeops.promote import how_it_travels, set_learned
 
-    artifact = Path(args.artifact)
-    load_scorer(REPO_ROOT / artifact)  # refuse one that does not load here
+    artifact = args.artifact if args.artifact.exists() else REPO_ROOT / args.artifact
+    load_scorer(artifact)  # refuse one that does not load here
     try:  # as configs name artifacts: relative to the repo root when inside it
         value = str(artifact.resolve().relative_to(REPO_ROOT))
     except ValueError:
@@ -102,6 +102,7 @@ def _promote(args: argparse.Namespace) -> int:
                               http_port=http.get("port", 8000))
     out.write_text(dump_serve_config(doc, args.profile))
     print(f"wrote {out} (only the router's user_config changed: a rolling update in place)")
+    print(how_it_travels(value))
     if args.deploy:
         from tooling.local_cluster import engine_env, run_ray_cli
 
@@ -109,7 +110,28 @@ def _promote(args: argparse.Namespace) -> int:
         run_ray_cli([serve, "deploy", str(out), "--address", args.deploy], engine_env(), "serve deploy")
         print(f"deployed to {args.deploy}")
     else:
-        print("deploy with `serve deploy` (or re-render the KubeRay manifests for a RayService)")
+        print(f"deploy with `serve deploy {out}`")
+    return _kuberay(args, value)
+
+
+def _kuberay(args: argparse.Namespace, promoted: str) -> int:
+    """Re-render the chart's values with --k8s-out; else say how."""
+    from app.config.live_artifacts import is_shipped
+    from tooling.routeops.promote import kuberay_steps
+
+    if args.k8s_out:
+        from app.config import ConfigError
+        from tooling.k8s.render import RenderError, render, write_out
+
+        try:
+            rendered = render(args.k8s_values, profile=args.profile)
+        except (RenderError, ConfigError) as exc:
+            print(f"KubeRay values not rendered: {exc}", file=sys.stderr)
+            return 2
+        for warning in rendered.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        write_out(rendered, args.k8s_out)
+    print(kuberay_steps(args.profile, args.k8s_values, args.k8s_out, is_shipped(promoted)))
     return 0
 
 
@@ -142,4 +164,9 @@ def add_routeops_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="calibration prompts")
     p.add_argument("--serve-config", default=str(REPO_ROOT / "serve_config.yaml"))
     p.add_argument("--deploy", metavar="DASHBOARD_URL", help="`serve deploy` it there")
+    p.add_argument("--k8s-out", type=Path, metavar="DIR",
+                   help="also re-render the KubeRay chart for the profile (as `tierserve k8s render "
+                        "--out DIR`): its values.generated.yaml carries the promotion")
+    p.add_argument("--k8s-values", type=Path, action="append", default=[], metavar="FILE",
+                   help="with --k8s-out: values files, as `tierserve k8s render -f`")
     p.set_defaults(func=_promote)

@@ -45,3 +45,34 @@ def set_learned(path: Path, key: str, value: str | None) -> None:
         return
     pad = " " * (child_indent if child_indent is not None else indent + 2)
     path.write_text(text[:start] + f"{pad}{key}: {value}\n" + text[start:])
+
+
+def how_it_travels(value: str) -> str:
+    """How the promoted artifact reaches router replicas (app/config/live_artifacts.py)."""
+    from app.config.live_artifacts import carry, is_shipped
+
+    artifact = carry(value)
+    if is_shipped(value):
+        return (f"{value} is a shipped artifact: the router's user_config names it with its sha256 "
+                f"({artifact.sha256[:12]}) and each router replica checks its own node's copy "
+                "against it (an install or image with another version refuses it)")
+    assert artifact.content is not None
+    return (f"the router's user_config carries {value} whole ({len(artifact.content) / 1024:.0f} KiB, "
+            f"sha256 {artifact.sha256[:12]}): router replicas on any node load it from there")
+
+
+def kuberay_steps(profile: str, values: list[Path], out: Path | None, shipped: bool) -> str:
+    """What a RayService needs after a promotion: the chart's values re-rendered (serveConfigV2
+    holds the router's user_config) and a `helm upgrade`. KubeRay applies a changed serveConfigV2
+    to the running cluster in place, and the app's config digest leaves the live routing settings
+    out, so the image stays, unless it lacks this version of a shipped artifact."""
+    f = "".join(f" -f {v}" for v in values) or " -f kuberay/values/YOUR.yaml"
+    render = "" if out else f"  tierserve k8s render --profile {profile}{f} --out DIR\n"
+    generated = out / "values.generated.yaml" if out else "DIR/values.generated.yaml"
+    image = ("the image must hold this version of the shipped artifact (else the router refuses "
+             "it); promote a copy from outside app/routing/artifacts/ to carry it instead"
+             if shipped else "no image rebuild")
+    return ("KubeRay (RayService): serveConfigV2 holds the router's user_config, so\n" + render
+            + f"  helm upgrade --install tierserve kuberay/chart -n tierserve{f} -f {generated}\n"
+            f"(with your --set flags). KubeRay hands the new serveConfigV2 to the running cluster: "
+            f"a router reconfigure, no pod restart; {image}.")
