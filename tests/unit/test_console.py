@@ -139,7 +139,10 @@ def test_overview_shows_tiers_replicas_per_node_and_suspend(make_client):
     assert env.router.paused == set()
 
 
-def _overview_routing(profile: str, router) -> dict[str, Any]:
+def _overview_routing(profile: str, router, monkeypatch) -> dict[str, Any]:
+    monkeypatch.setattr(console_status, "_serve_status", _status)  # never a real Ray here
+    monkeypatch.setattr(console_status, "_replica_actors", _actors)
+    monkeypatch.setattr(engine_stats, "metrics_urls", lambda: [])
     config = load_config(profile)
     app = FastAPI()
     store = KeyStore("sqlite://")
@@ -149,7 +152,7 @@ def _overview_routing(profile: str, router) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("profile", ["local-cpu-3tier", "local-cpu-costaware"])
-def test_overview_shows_the_ladder_and_thresholds_the_router_uses(profile):
+def test_overview_shows_the_ladder_and_thresholds_the_router_uses(profile, monkeypatch):
     from app.routing.assemble import build_pipeline
     from deployments.router import Router
 
@@ -158,7 +161,8 @@ def test_overview_shows_the_ladder_and_thresholds_the_router_uses(profile):
     used = asyncio.run(Router.routing_view(SimpleNamespace(_config=config,
                                                            _pipeline=build_pipeline(config))))
     assert used["ladder"] == config.routing.ladder and used["thresholds"] == config.routing.thresholds
-    assert used["picker"] == ("cost-ladder" if profile.endswith("costaware") else "ladder")
+    picker = config.routing.plugins.picker
+    assert used["picker"] == (picker.name if picker else "ladder")
     router = FakeRouter()
     moved = [round(t / 2, 6) for t in used["thresholds"]]  # e.g. a promoted scorer's, live
 
@@ -166,13 +170,13 @@ def test_overview_shows_the_ladder_and_thresholds_the_router_uses(profile):
         return {**used, "thresholds": moved}
 
     router.routing_view = _Remote(routing_view)
-    shown = _overview_routing(profile, router)
+    shown = _overview_routing(profile, router, monkeypatch)
     assert shown["ladder"] == config.routing.ladder and shown["thresholds"] == moved
     assert shown["thresholds_from"] == "router" and shown["picker"] == used["picker"]
     assert "threshold" not in shown  # the two-tier default a ladder profile never uses
     assert sum(shown["target_shares"].values()) == pytest.approx(1)
     # Router not answering: the config's ladder and thresholds, said to be the config's.
-    fallback = _overview_routing(profile, FakeRouter())
+    fallback = _overview_routing(profile, FakeRouter(), monkeypatch)
     assert fallback["thresholds"] == config.routing.thresholds and fallback["thresholds_from"] == "config"
     assert fallback["ladder"] == config.routing.ladder
 
