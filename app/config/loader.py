@@ -47,7 +47,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        # A plugin named differently is another plugin: its params replace, never mix.
+        other_plugin = isinstance(value, dict) and isinstance(out.get(key), dict) and \
+            "name" in value and value["name"] != out[key].get("name")
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not other_plugin:
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

@@ -85,6 +85,7 @@ class RoutePipeline:
         out.append(PluginContribution(plugin="features", kind="features",
                                       outcome=f"{features.prompt_tokens} tokens", ms=_ms(start)))
         ctx = Context(req, features, unavailable)
+        thresholds = list(getattr(self.picker.plugin, "thresholds", ()))  # before `observe` moves them
 
         pin, skip_scoring = self._pin(ctx, out)
         score = None if skip_scoring else self._score(ctx, out)
@@ -94,7 +95,11 @@ class RoutePipeline:
             assert isinstance(self.picker.plugin, PickerPlugin)
             t0 = time.perf_counter()
             tier, reason = self.picker.plugin.pick(ctx, score), "score"
-            out.append(PluginContribution(plugin=self.picker.name, kind="picker", outcome=tier, ms=_ms(t0)))
+            key = self.picker.plugin.key(score, features.prompt_tokens)
+            used = ",".join(f"{t:.4g}" for t in thresholds)
+            out.append(PluginContribution(plugin=self.picker.name, kind="picker",
+                                          outcome=f"{tier} (key {key:.4g}; thresholds {used})",
+                                          ms=_ms(t0)))
         else:
             tier, reason = self.config.routing.default_tier, "default"
 
@@ -121,11 +126,12 @@ class RoutePipeline:
             fallbacks = self.plan.plugin.fallbacks(ctx, tier)
             out.append(PluginContribution(plugin=self.plan.name, kind="plan",
                                           outcome=",".join(fallbacks) or "none", ms=_ms(t0)))
+            assert isinstance(self.picker.plugin, PickerPlugin)
+            self.picker.plugin.observe(ctx, tier, score if pin is None else None)
         for named in self.filters:
             assert isinstance(named.plugin, FilterPlugin)
             await named.plugin.chosen(ctx, tier)
 
-        thresholds = list(getattr(self.picker.plugin, "thresholds", ()))
         return RouteDecision(
             tier=tier, reason=reason, score=score,
             threshold=thresholds[0] if len(thresholds) == 1 else None, thresholds=thresholds,

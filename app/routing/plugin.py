@@ -100,6 +100,11 @@ class PickerPlugin(Plugin):
         unless the picker weighs it, e.g. by the cost of the request (plugins/cost_picker.py)."""
         return score
 
+    def observe(self, ctx: Context, tier: str, score: float | None) -> None:
+        """Told where each request went that the client did not pin hard: `score` when this
+        picker decided it (a filter may have moved it since), None when a rule or the default
+        did. A picker that adapts its thresholds to traffic learns here."""
+
 
 class FilterPlugin(Plugin):
     """Keeps the candidate tiers that may serve this request. If the chosen tier is dropped

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 from app.routing.plugin import KINDS, Plugin
-from app.routing.plugins import cost_picker, filters, picker, pins, plan, scorers, team
+from app.routing.plugins import budget_picker, cost_picker, filters, picker, pins, plan, scorers, team
 
 BUILTIN: dict[str, type[Plugin]] = {
     "model": pins.ModelPin,
@@ -17,6 +17,7 @@ BUILTIN: dict[str, type[Plugin]] = {
     "team": team.TeamScore,
     "ladder": picker.LadderPicker,
     "cost-ladder": cost_picker.CostLadderPicker,
+    "cost-budget": budget_picker.CostBudgetPicker,
     "health": filters.HealthFilter,
     "context-fit": filters.ContextFitFilter,
     "affinity": filters.AffinityFilter,

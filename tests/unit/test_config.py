@@ -42,6 +42,13 @@ def test_profile_overrides_shared_server_keys():
     assert load_config("local-cpu").server.ingress_replicas == 1
 
 
+def test_a_profile_naming_another_plugin_replaces_its_params():
+    shared = load_config("local-cpu").routing.plugins.picker
+    own = load_config("local-cpu-costaware").routing.plugins.picker
+    assert shared is not None and shared.name == "cost-budget" and "target_cost_share" in shared.params
+    assert own is not None and own.name == "cost-ladder" and own.params == {"completion_tokens": 64}
+
+
 def test_typo_in_tier_names_profile_file_and_field(config_copy: Path):
     prof = config_copy / "profiles" / "local-cpu.yaml"
     _edit(prof, lambda d: d["tiers"][0].update(max_model_lenn=10))

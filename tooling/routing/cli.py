@@ -90,6 +90,9 @@ def _train(args: argparse.Namespace) -> int:
     cal = calibrate(config, prompts, shares, scorer)
     print(f"thresholds: {cal.thresholds} over {config.routing.ladder} "
           f"({cal.pinned_share:.1%} of {len(prompts)} reference prompts pinned by rules)")
+    if cal.cost_target is not None:
+        print(f"  cost-budget picker: starts at this threshold, then holds {cal.cost_target:.0%} of "
+              f"all-{config.routing.strong_tier} priced cost over recent traffic")
     for tier in config.routing.ladder:
         print(f"  {tier:12s} target {cal.target[tier]:6.1%}  calibrated {cal.achieved[tier]:6.1%}")
     if args.write_config:
@@ -145,6 +148,8 @@ def _kfold(args: argparse.Namespace) -> int:
 
 
 def _tiering(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from tooling.routing.training import tiering
 
     config = load_config(args.profile)
@@ -165,8 +170,10 @@ def _tiering(args: argparse.Namespace) -> int:
         print(f"{args.data}: no held-out prompt fits the weak tier", file=sys.stderr)
         return 2
     routed = tiering.route(config, [r.prompt for r in p.rows], scorer, scores=oof)
-    threshold = config.routing.thresholds[0] if args.threshold is None else args.threshold
-    shipped = tiering.outcome(p, routed.up(threshold), threshold)
+    if args.threshold is None:  # as configured: the thresholds the pipeline used, averaged
+        shipped = tiering.outcome(p, routed.went_up, float(np.nanmean(routed.used)))
+    else:
+        shipped = tiering.outcome(p, routed.up(args.threshold), args.threshold)
     best = tiering.cheapest_at(tiering.frontier(p, routed), args.target_accuracy)
     sweep = tiering.sweep(p, routed)
     if args.json:

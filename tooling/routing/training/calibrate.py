@@ -20,17 +20,19 @@ from app.config.schema import TierserveConfig
 from app.protocol.internal import RouteDecision, RouteRequest
 from app.routing.assemble import build_pipeline
 from app.routing.plugin import PickerPlugin
+from app.routing.plugins.budget_picker import CostBudgetPicker, budget_threshold
 from app.routing.scorer import ComplexityScorer
 
 
-def route_all(config: TierserveConfig, prompts: list[str],
-              scorer: ComplexityScorer | None = None) -> list[RouteDecision]:
-    """Decisions for `model: auto` requests without sessions, as the router makes them."""
+def route_all(config: TierserveConfig, prompts: list[str], scorer: ComplexityScorer | None = None,
+              max_tokens: int | None = None) -> list[RouteDecision]:
+    """Decisions for `model: auto` requests without sessions, as the router makes them, in
+    order (one pipeline: a picker that adapts to traffic sees them as a router would)."""
     pipeline = build_pipeline(config, scorer=scorer)
 
     async def run() -> list[RouteDecision]:
-        return [await pipeline.decide(RouteRequest(request_id=f"cal-{i}", endpoint="chat",
-                                                   model="auto", prompt_text=p))
+        return [await pipeline.decide(RouteRequest(request_id=f"cal-{i}", endpoint="chat", model="auto",
+                                                   prompt_text=p, max_tokens=max_tokens))
                 for i, p in enumerate(prompts)]
     return asyncio.run(run())
 
@@ -46,6 +48,7 @@ class Calibration:
     target: dict[str, float]
     achieved: dict[str, float]  # on the reference prompts, with the new thresholds
     pinned_share: float  # decided by rules/pins, not by the score
+    cost_target: float | None = None  # the cost-budget picker's: its threshold's starting point
 
 
 def calibrate(config: TierserveConfig, prompts: list[str], shares: list[float],
@@ -57,6 +60,8 @@ def calibrate(config: TierserveConfig, prompts: list[str], shares: list[float],
     decisions = route_all(config, prompts, scorer)
     picker = build_pipeline(config, scorer=scorer).picker.plugin
     assert isinstance(picker, PickerPlugin)
+    if isinstance(picker, CostBudgetPicker):
+        return _calibrate_budget(config, prompts, decisions, picker, scorer)
     # Thresholds are compared with the picker's key (the score, or e.g. score per token of cost).
     scored = np.array([picker.key(d.score, int(d.features.get("prompt_tokens", 0))) for d in decisions
                        if d.reason == "score" and d.score is not None])
@@ -75,6 +80,28 @@ def calibrate(config: TierserveConfig, prompts: list[str], shares: list[float],
     achieved = shares_of(tuned, route_all(tuned, prompts, scorer))
     return Calibration([float(t) for t in thresholds], dict(zip(ladder, shares, strict=True)), achieved,
                        len(pinned) / len(decisions))
+
+
+def _calibrate_budget(config: TierserveConfig, prompts: list[str], decisions: list[RouteDecision],
+                      picker: CostBudgetPicker, scorer: ComplexityScorer | None) -> Calibration:
+    """The cost-budget picker's starting threshold: where the reference prompts, all at once,
+    spend its target (live, it then follows the traffic's own window)."""
+    keys, tokens, strong = [], [], []
+    for d in decisions:
+        n = int(d.features.get("prompt_tokens", 0))
+        by_score = d.reason == "score" and d.score is not None
+        keys.append(picker.key(d.score, n) if by_score and d.score is not None else float("nan"))
+        tokens.append(float(n + picker.params.answer_tokens))
+        strong.append(d.tier == config.routing.ladder[1])
+    weak, strong_tier = (config.tier(t).cost_per_1k_tokens for t in config.routing.ladder)
+    target = picker.params.target_cost_share
+    t = budget_threshold(keys, tokens, strong, weak, strong_tier, target)
+    if t is None:
+        raise ValueError("no reference prompt was decided by score; nothing to calibrate")
+    threshold = round(min(1.0, max(0.0, t)), 6)
+    achieved = shares_of(config, route_all(with_thresholds(config, [threshold]), prompts, scorer))
+    pinned = sum(d.reason != "score" for d in decisions) / len(decisions)
+    return Calibration([threshold], achieved, achieved, pinned, cost_target=target)
 
 
 def with_thresholds(config: TierserveConfig, thresholds: list[float]) -> TierserveConfig:

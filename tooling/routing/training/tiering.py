@@ -94,38 +94,56 @@ def outcome(p: Priced, up: np.ndarray, threshold: float | None = None) -> Outcom
 @dataclass(frozen=True)
 class Routed:
     """The pipeline's view of each prompt: decided by a rule/pin (`fixed_up` says where), or
-    by comparing `key` (the picker's key of the score) with the threshold."""
+    by comparing `key` (the picker's key of the score) with a threshold. `went_up` is where
+    the configured pipeline sent each prompt, its threshold then in `used` (a cost-budget
+    picker moves it as traffic goes by)."""
 
     scored: np.ndarray
     fixed_up: np.ndarray
     key: np.ndarray
+    went_up: np.ndarray
+    used: np.ndarray
 
     def up(self, threshold: float) -> np.ndarray:
         return np.where(self.scored, self.key >= threshold, self.fixed_up)
 
 
+class LookupScorer:
+    """Scores given in advance (e.g. out-of-fold ones), by prompt, for the real pipeline."""
+
+    def __init__(self, prompts: Sequence[str], scores: np.ndarray) -> None:
+        self._by_text = dict(zip(prompts, (float(s) for s in scores), strict=True))
+
+    def score(self, features) -> float:
+        return self._by_text[features.text]
+
+
 def route(config: TierserveConfig, prompts: Sequence[str], scorer=None,
-          scores: np.ndarray | None = None) -> Routed:
-    """Every prompt through the whole pipeline (rules, filters, scorer, the picker's key).
-    `scores`: use these instead of the scorer's for the prompts decided by score (e.g.
-    out-of-fold scores); rules do not read the score, so the rest is unchanged."""
+          scores: np.ndarray | None = None, seed: int = 0) -> Routed:
+    """Every prompt through the whole pipeline (rules, filters, scorer, the picker), in a seeded
+    random order: live traffic arrives mixed, not subject by subject. `scores`: use these
+    instead of the scorer's (e.g. out-of-fold scores); rules do not read the score."""
     from app.routing.assemble import build_pipeline
     from app.routing.plugin import PickerPlugin
     from tooling.routing.training.calibrate import route_all
 
     if len(config.routing.ladder) != 2:
         raise ValueError(f"tiering compares two tiers; the ladder is {config.routing.ladder}")
+    if scores is not None:
+        scorer = LookupScorer(prompts, scores)
     picker = build_pipeline(config, scorer=scorer).picker.plugin
     assert isinstance(picker, PickerPlugin)
-    decisions = route_all(config, list(prompts), scorer)
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    decided = route_all(config, [prompts[i] for i in order], scorer, ANSWER_TOKENS)
+    decisions = [decided[j] for j in np.argsort(order)]
     scored = np.array([d.reason == "score" and d.score is not None for d in decisions], dtype=bool)
     raw = np.array([d.score if d.score is not None else 0.0 for d in decisions], dtype=float)
-    if scores is not None:
-        raw = np.asarray(scores, dtype=float)
     tokens = [int(d.features.get("prompt_tokens", 0)) for d in decisions]
     key = np.array([picker.key(float(s), t) for s, t in zip(raw, tokens, strict=True)])
-    fixed_up = np.array([d.tier == config.routing.strong_tier for d in decisions], dtype=bool)
-    return Routed(scored, fixed_up & ~scored, key)
+    strong = config.routing.strong_tier
+    went_up = np.array([d.tier == strong for d in decisions], dtype=bool)
+    used = np.array([d.thresholds[0] if d.thresholds else np.nan for d in decisions], dtype=float)
+    return Routed(scored, went_up & ~scored, key, went_up, used)
 
 
 def sweep(p: Priced, routed: Routed, shares: Sequence[float] = tuple(np.arange(0.05, 1.0, 0.05))
