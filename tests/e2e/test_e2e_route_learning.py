@@ -3,13 +3,18 @@ labelled prompts go through `model: auto`, POST /v1/feedback labels each answer,
 --from-feedback` fits a candidate on the shared data plus that traffic, `route-promote --shadow`
 runs it beside the live scorer, `route-eval --shadow` compares them on the new traffic, and
 `route-promote` makes it live: a rolling update of the router alone (same replicas, tiers
-untouched), after which decisions carry the candidate's version."""
+untouched), after which decisions carry the candidate's version. The router's user_config
+carries the candidate, so the promotion reaches a router without the file: it is moved away
+before the deploy, and a router replica started afterwards (killed, Serve replaces it) is built
+from the user_config too, though the configs it is built with name the missing file."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -79,6 +84,14 @@ def _replicas(stack: LocalStack) -> dict[str, set[str]]:
     deps = details["applications"]["tierserve"]["deployments"]
     return {name: {r["replica_id"] for r in d.get("replicas") or [] if r["state"] == "RUNNING"}
             for name, d in deps.items()}
+
+
+def _router_pids(stack: LocalStack) -> dict[str, int]:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    details = ServeSubmissionClient(stack.dashboard_url).get_serve_details()
+    router = details["applications"]["tierserve"]["deployments"]["router"]
+    return {r["replica_id"]: r["pid"] for r in router.get("replicas") or [] if r["state"] == "RUNNING"}
 
 
 def _wait_records(db: TrafficStore, client: httpx.Client, rows: list[Row], prefix: str,
@@ -155,14 +168,33 @@ def test_feedback_retrain_shadow_promote(learning_stack, capsys):
     assert report["n"] >= len(rows) and report["shadow_versions"] == [cand_version]
     assert report["n_labelled"] > 0 and 0 <= report["agreement"] <= 1
 
-    # 4. Promote: decisions now carry the candidate's version; same replicas everywhere.
-    assert main(["route-promote", str(candidate), "--serve-config", str(serve_config),
-                 "--deploy", stack.dashboard_url]) == 0
+    # 4. Promote, then deploy with the candidate gone from the router's node: decisions carry
+    # its version all the same (from the user_config); same replicas everywhere.
+    assert main(["route-promote", str(candidate), "--serve-config", str(serve_config)]) == 0
+    assert "carries" in capsys.readouterr().out
     routing = (temp / "configs" / "routing.yaml").read_text()
     assert f"artifact: {candidate}" in routing and "shadow_artifact" not in routing
+    candidate.rename(temp / "elsewhere.json")
+    from tooling.local_cluster import engine_env, run_ray_cli
+
+    serve = str(Path(sys.executable).with_name("serve"))
+    run_ray_cli([serve, "deploy", str(serve_config), "--address", stack.dashboard_url], engine_env(),
+                "serve deploy")
     promoted = _wait_records(db, client, rows, "pr", lambda r: r.scorer_version == cand_version)
     assert all(r.shadow_version is None for r in promoted)
     after = _replicas(stack)
     assert after == before, "a promotion restarted replicas"
     assert after["tier-fast"] and after["tier-reasoning"] and after["router"]
+
+    # 5. A router replica started now: its configs name the missing file, its user_config
+    # carries it. Kill the running one (ours, by pid); Serve starts another.
+    old = _router_pids(stack)
+    for pid in old.values():
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while not (set(_router_pids(stack)) - set(old)):
+        assert time.monotonic() < deadline, "no new router replica"
+        time.sleep(1)
+    assert not candidate.exists()
+    _wait_records(db, client, rows, "re", lambda r: r.scorer_version == cand_version)
     db.close()
