@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from loadtests.scenario import SCENARIOS, require_loopback, scenario
+from loadtests.scenario import SCENARIOS, Scenario, require_loopback, scenario
 
 DEFAULT_BASE_URL = os.environ.get("TIERSERVE_BASE_URL", "http://127.0.0.1:8000")
 RESULTS = Path("results")
@@ -27,12 +27,27 @@ def _scenario_from(args: argparse.Namespace):
     return scenario(name, duration_s=args.duration, users=args.users, hard_share=args.hard_share,
                     max_tokens=args.max_tokens, stream=args.stream, session_turns=args.session_turns,
                     rate_rps=args.rate, steps=_csv_ints(args.steps) if args.steps else None,
-                    step_s=args.step_s, model=args.model)
+                    step_s=args.step_s, model=args.model, clients=args.clients)
+
+
+def _key_issuer(args: argparse.Namespace, base_url: str):
+    """Where the run's client keys are created: the admin API with an admin key, else the keys
+    database the stack reads (as `tierserve keys create`)."""
+    from loadtests.clients import AdminApi
+
+    if admin := args.admin_key or os.environ.get("TIERSERVE_ADMIN_KEY"):
+        return AdminApi(base_url, admin)
+    from app.config import load_config
+    from app.keys.store import KeyStore, resolve_db_url
+
+    store = KeyStore(args.keys_db or resolve_db_url(load_config(args.profile).server.keys))
+    if store.count() == 0:
+        print("tierserve: note: this keys database has no key, so the API was open; it requires "
+              "a key from now on (revoked keys count)", flush=True)
+    return store
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from loadtests.runner import results_dir, run_scenario
-
     try:
         base_url = require_loopback(args.base_url)
     except ValueError as exc:
@@ -42,6 +57,24 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         os.environ["TIERSERVE_API_KEY"] = args.api_key
     prompts = Path(args.prompts) if args.prompts else None
     chosen = _scenario_from(args)
+    if not chosen.clients:
+        return _run_loadtest(args, chosen, base_url, prompts)
+    from loadtests.clients import KEYS_ENV, client_keys
+
+    run = f"lt-{time.strftime('%Y%m%d-%H%M%S')}"
+    with client_keys(_key_issuer(args, base_url), chosen.clients, run) as keys:
+        print(f"{len(keys)} simulated clients, each with its own API key (team loadtest; revoked "
+              "at the end)", flush=True)
+        os.environ[KEYS_ENV] = ",".join(keys)
+        try:
+            return _run_loadtest(args, chosen, base_url, prompts)
+        finally:
+            os.environ.pop(KEYS_ENV, None)
+
+
+def _run_loadtest(args: argparse.Namespace, chosen: Scenario, base_url: str, prompts: Path | None) -> int:
+    from loadtests.runner import results_dir, run_scenario
+
     if args.scenario == "matrix":
         from loadtests.matrix import run_matrix
 
@@ -55,7 +88,12 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     print(f"running {chosen.name} against {base_url} for {chosen.total_s:.0f}s ...", flush=True)
     summary = run_scenario(chosen, base_url, out, prompts)
     print(json.dumps({k: summary[k] for k in ("requests", "ok", "rps", "latency_ms", "ttft_ms",
-                                               "errors_by_status", "tier_mix")}, indent=2))
+                                               "errors_by_status", "rate_limited", "clients",
+                                               "tier_mix")}, indent=2))
+    if summary["rate_limited"] and not chosen.clients:
+        print(f"{summary['rate_limited']} requests were refused with 429: every user sent as one "
+              "client, and the ingress limits each client (server.rate_limit); --clients N gives "
+              "each simulated user its own API key")
     print(f"results in {out}")
     return 0 if summary["ok"] > 0 else 1
 
@@ -140,7 +178,7 @@ def cmd_bench_elastic(args: argparse.Namespace) -> int:
 
     plan = ElasticPlan(profile=args.profile, nodes=args.nodes, low_concurrency=args.low,
                        high_concurrency=args.high, phase_s=args.phase_s, max_tokens=args.max_tokens,
-                       policy=args.policy, scale_timeout_s=args.scale_timeout_s)
+                       policy=args.policy, scale_timeout_s=args.scale_timeout_s, clients=args.clients)
     out = _results_dir(args, "elastic")
     result = run_elastic(plan, out)
     print(table(result))
@@ -193,6 +231,16 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     lt.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None)
     lt.add_argument("--session-turns", type=int, default=None)
     lt.add_argument("--model", default=None)
+    lt.add_argument("--clients", type=int, default=None,
+                    help="simulated clients, each with its own API key created for the run and "
+                         "revoked after (closes an open API: see loadtests/clients.py); "
+                         "default 0: every user sends as one client")
+    lt.add_argument("--admin-key", default=None,
+                    help="create the --clients keys through /admin/keys with this admin key "
+                         "(default: $TIERSERVE_ADMIN_KEY; none: in the keys database)")
+    lt.add_argument("--keys-db", default=None,
+                    help="keys database for --clients (default: as `tierserve keys create`)")
+    lt.add_argument("--profile", default="local-cpu", help="configs/ profile (where its keys live)")
     lt.add_argument("--concurrency", default="1,2,4,8,16", help="matrix: users per cell")
     lt.add_argument("--payloads", default="short,long", help="matrix: short (64 tok), long (256 tok)")
     lt.add_argument("--out", default=str(RESULTS))
@@ -246,6 +294,9 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     el.add_argument("--scale-timeout-s", type=float, default=300,
                     help="how long to wait for a scale-up, scale-down or node recovery")
     el.add_argument("--phase-s", type=float, default=20)
+    el.add_argument("--clients", type=int, default=None,
+                    help="API keys the streams send with, one per running stream (default: as many "
+                         "as the most streams at once; 1: every stream is one client)")
     el.add_argument("--max-tokens", type=int, default=32)
     el.add_argument("--out", default=str(RESULTS))
     el.set_defaults(func=cmd_bench_elastic)

@@ -4,6 +4,8 @@ The scenario (see loadtests/scenario.py) comes from $TIERSERVE_LOADTEST_SCENARIO
 as JSON; `tierserve loadtest` sets it. Streaming requests also report `TTFT`
 (ms) and `TOKENS_PER_S` (tokens/s, shown in locust's ms columns) as their own
 statistics, named by tier; every response's `x-tierserve-tier` counts as a `TIER` event.
+With keys in $TIERSERVE_LOADTEST_KEYS (`--clients`), each running user sends with its own
+(loadtests/clients.py), as the clients of many teams would.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from locust import HttpUser, LoadTestShape, constant_throughput, task
 
+from loadtests.clients import ClientPool, bearer, keys_from_env
 from loadtests.prompts import DEFAULT_PROMPTS, PROMPTS_ENV, PromptBank
 from loadtests.records import RECORDS_ENV, RecordWriter, RequestRecord
 from loadtests.scenario import Scenario
@@ -27,12 +30,13 @@ PROMPTS = PromptBank.load(Path(os.environ.get(PROMPTS_ENV) or DEFAULT_PROMPTS))
 _records_path = os.environ.get(RECORDS_ENV)
 _WRITER = RecordWriter(open(_records_path, "a")) if _records_path else None  # noqa: SIM115
 _ids = itertools.count()
+CLIENT_KEYS = keys_from_env()
+_CLIENTS = ClientPool(len(CLIENT_KEYS)) if CLIENT_KEYS else None
 LONE_PROMPT_CHARS = 2000
 
 
 def _api_headers() -> dict[str, str]:
-    key = os.environ.get("TIERSERVE_API_KEY") or os.environ.get("OPENAI_API_KEY")
-    return {"authorization": f"Bearer {key}"} if key else {}
+    return bearer(os.environ.get("TIERSERVE_API_KEY") or os.environ.get("OPENAI_API_KEY"))
 
 
 def _fire(environment, request_type: str, name: str, value: float, length: int = 0) -> None:
@@ -54,6 +58,17 @@ class ChatUser(HttpUser):
         self.rng = random.Random(next(_ids))
         self.session_id = f"lt-{uuid.uuid4().hex[:12]}"
         self.history: list[dict[str, str]] = []
+        self.client_index = _CLIENTS.acquire() if _CLIENTS else None
+
+    def on_stop(self) -> None:
+        if _CLIENTS is not None and self.client_index is not None:
+            _CLIENTS.release(self.client_index)
+            self.client_index = None
+
+    def _auth(self) -> dict[str, str]:
+        if self.client_index is not None:
+            return bearer(CLIENT_KEYS[self.client_index])
+        return _api_headers()
 
     def _messages(self, text: str) -> list[dict[str, str]]:
         # A long prompt goes alone: with history it would outgrow the tier's context.
@@ -72,7 +87,7 @@ class ChatUser(HttpUser):
                 "messages": self._messages(text)}
         if s.stream:
             body["stream_options"] = {"include_usage": True}
-        headers = {**_api_headers(), "content-type": "application/json"}
+        headers = {**self._auth(), "content-type": "application/json"}
         if s.session_turns:
             headers["x-session-id"] = self.session_id
         users = self.environment.runner.user_count if self.environment.runner else 0
@@ -102,7 +117,8 @@ class ChatUser(HttpUser):
             _WRITER.write(RequestRecord(t=started, users=users, status=status, latency_ms=latency_ms,
                                         ttft_ms=ttft_ms, tokens=tokens, tier=tier, kind=kind,
                                         max_tokens=s.max_tokens, stream=s.stream,
-                                        session_id=self.session_id if s.session_turns else None))
+                                        session_id=self.session_id if s.session_turns else None,
+                                        client=self.client_index))
 
     @staticmethod
     def _read_stream(resp, t0: float) -> tuple[float | None, int, str]:

@@ -28,6 +28,7 @@ class RequestRecord:
     max_tokens: int
     stream: bool
     session_id: str | None = None  # set when the scenario holds conversations
+    client: int | None = None  # the simulated client's identity (its key's index), with --clients
 
     @property
     def ok(self) -> bool:

@@ -31,6 +31,9 @@ class Scenario:
     stream: bool = True
     session_turns: int = 0  # >0: each user holds a conversation of this many turns
     model: str = "auto"
+    # Simulated clients, each with its own API key created for the run (loadtests/clients.py);
+    # 0: every user sends as one identity (--api-key, or none on an open API).
+    clients: int = 0
 
     @property
     def total_s(self) -> float:

@@ -17,7 +17,8 @@ def _pcts(values: Sequence[float]) -> dict[str, float | None]:
 def summarize(records: Sequence[RequestRecord], duration_s: float | None = None) -> dict[str, Any]:
     """Figures over all requests; `duration_s` defaults to the span the records cover."""
     if not records:
-        return {"requests": 0, "ok": 0, "rps": 0.0, "errors_by_status": {}, "tier_mix": {},
+        return {"requests": 0, "ok": 0, "rps": 0.0, "errors_by_status": {}, "rate_limited": 0,
+                "clients": 0, "tier_mix": {},
                 "latency_ms": _pcts([]), "ttft_ms": _pcts([]), "by_concurrency": {}}
     ok = [r for r in records if r.ok]
     if duration_s is None:
@@ -36,6 +37,9 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None)
         "ttft_ms": _pcts([r.ttft_ms for r in ok if r.ttft_ms is not None]),
         "errors_by_status": {str(k): v for k, v in
                              sorted(Counter(r.status for r in records if not r.ok).items())},
+        # 429s: refused by a rate limit (with Retry-After), apart from the other errors.
+        "rate_limited": sum(r.status == 429 for r in records),
+        "clients": len({r.client for r in records if r.client is not None}) or 1,
         "tier_mix": {t: {"requests": n, "share": n / len(ok)} for t, n in sorted(tiers.items())},
         "hard_prompts_on_reasoning": _routing_agreement(ok),
         "by_concurrency": by_concurrency(records),
@@ -59,6 +63,7 @@ def by_concurrency(records: Sequence[RequestRecord]) -> dict[str, dict[str, Any]
         span = max(r.t + r.latency_ms / 1000 for r in group) - min(r.t for r in group)
         out[str(users)] = {
             "requests": len(group), "errors": len(group) - len(ok),
+            "rate_limited": sum(r.status == 429 for r in group),
             "rps": len(ok) / span if span > 0 else None,
             "latency_ms": _pcts([r.latency_ms for r in ok]),
             "ttft_ms": _pcts([r.ttft_ms for r in ok if r.ttft_ms is not None]),

@@ -14,6 +14,11 @@ measures, with streaming clients that loop on the fast tier:
 - node kill: SIGKILL of the raylet (and everything under it) of the node holding the fast
   replica, under `auto` load; time until a fast replica is RUNNING on another pool_fast node,
   and requests lost among those that had not started when the node died (target 0).
+
+Each stream sends with its own API key (loadtests/clients.py: created in the bench cluster's
+keys database before it starts), as clients of several teams would: the ingress limits each
+client to server.rate_limit, so one shared identity would measure that limit, not capacity.
+429s are counted apart from SLO misses.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import yaml
 from app.config import load_config
 from app.config.loader import config_dir
 from app.config.schema import TierserveConfig
+from app.keys.store import KeyStore
+from loadtests.clients import ClientPool, bearer, client_keys
 from tooling import local_cluster as lc
 from tooling.cluster import kill_node, start_cluster
 from tooling.observability.slo import load_slo
@@ -53,6 +60,13 @@ class ElasticPlan:
     # The fast tier's autoscaling policy (app/config/schema.py AutoscalingConfig.policy);
     # None: the profile's own.
     policy: str | None = None
+    # API keys the streams send with, dealt one per running stream (loadtests/clients.py);
+    # None: as many as the most streams at once. 1: every stream is one client.
+    clients: int | None = None
+
+    @property
+    def client_count(self) -> int:
+        return self.clients or max(self.high_concurrency, 2 * (self.low_concurrency + 1))
 
 
 @dataclass
@@ -62,6 +76,7 @@ class Request:
     done: bool = False
     status: int = 0
     error: str | None = None  # the error code (non-200), "stream_error", "no_done" or "http"
+    client: int | None = None  # which simulated client (API key) sent it
 
 
 @dataclass
@@ -72,7 +87,9 @@ class Load:
     model: str
     prompt: str
     max_tokens: int
+    keys: list[str] = field(default_factory=list)  # one per simulated client; none: no key
     requests: list[Request] = field(default_factory=list)
+    _clients: ClientPool | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     stopping: bool = False
@@ -91,13 +108,24 @@ class Load:
             self._tasks.pop().cancel()
 
     async def _loop(self, client: httpx.AsyncClient) -> None:
+        if self.keys and self._clients is None:
+            self._clients = ClientPool(len(self.keys))
+        who = self._clients.acquire() if self._clients else None
+        try:
+            await self._send_until_stopped(client, who)
+        finally:
+            if self._clients is not None and who is not None:
+                self._clients.release(who)
+
+    async def _send_until_stopped(self, client: httpx.AsyncClient, who: int | None) -> None:
         body = {"model": self.model, "stream": True, "max_tokens": self.max_tokens, "ignore_eos": True,
                 "messages": [{"role": "user", "content": self.prompt}]}
+        headers = bearer(self.keys[who]) if who is not None else {}
         while not self.stopping:
-            req = Request(sent=time.monotonic())
+            req = Request(sent=time.monotonic(), client=who)
             self.requests.append(req)
             try:
-                async with client.stream("POST", self.url, json=body) as resp:
+                async with client.stream("POST", self.url, json=body, headers=headers) as resp:
                     req.status = resp.status_code
                     if resp.status_code != 200:
                         raw = await resp.aread()
@@ -123,20 +151,23 @@ class Load:
 
 def ttft_stats(reqs: list[Request], slo_s: float) -> dict[str, Any]:
     """TTFT of the answered requests; SLO attainment over every request sent (an error or a
-    rate-limit 429 is a miss); errors by code."""
+    rate-limit 429 is a miss); apart: the 429s, and the misses that were not 429s (slow or
+    failed answers: what capacity decides); errors by code."""
     ttfts = sorted(r.ttft_s for r in reqs if r.ttft_s is not None and r.done)
     errors: dict[str, int] = {}
     reqs = [r for r in reqs if r.error != "cancelled"]
     for r in reqs:
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
+    rate_limited = sum(r.status == 429 for r in reqs)
+    met = sum(t <= slo_s for t in ttfts)
+    counts = {"n": len(reqs), "rate_limited": rate_limited, "slo_misses": len(reqs) - met - rate_limited,
+              "clients": len({r.client for r in reqs if r.client is not None}), "errors": errors}
     if not ttfts:
-        return {"n": len(reqs), "ttft_p50_s": None, "ttft_p95_s": None, "slo_attainment": None,
-                "errors": errors}
+        return {**counts, "ttft_p50_s": None, "ttft_p95_s": None, "slo_attainment": None}
     p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
-    return {"n": len(reqs), "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_p95_s": round(p95, 3),
-            "slo_attainment": round(sum(t <= slo_s for t in ttfts) / max(1, len(reqs)), 3),
-            "errors": errors}
+    return {**counts, "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_p95_s": round(p95, 3),
+            "slo_attainment": round(met / max(1, len(reqs)), 3)}
 
 
 def _sent_between(reqs: list[Request], start: float, end: float) -> list[Request]:
@@ -162,7 +193,7 @@ async def _until(what: str, check, timeout_s: float) -> float:
 
 
 async def _measure(plan: ElasticPlan, stack: lc.LocalStack, config: TierserveConfig,
-                   deploy_s: float) -> dict[str, Any]:
+                   deploy_s: float, keys: list[str]) -> dict[str, Any]:
     url = f"{stack.base_url}/v1/chat/completions"
     fast_slo = next(t.ttft_p95_seconds for t in load_slo().tiers if t.name == "fast")
     dash = stack.dashboard_url
@@ -177,11 +208,12 @@ async def _measure(plan: ElasticPlan, stack: lc.LocalStack, config: TierserveCon
         assert not await running("reasoning"), "reasoning tier is not at zero"
         sent = time.monotonic()
         resp = await client.post(url, json={"model": "tiny-reasoning", "max_tokens": 8,
-                                            "messages": [{"role": "user", "content": "Hi."}]})
+                                            "messages": [{"role": "user", "content": "Hi."}]},
+                                 headers=bearer(keys[0]))
         out["cold_start_from_zero_s"] = round(time.monotonic() - sent, 1)
         out["cold_start_status"] = resp.status_code
 
-        fast = Load(url, "tiny-fast", "Say hi to the team.", plan.max_tokens)
+        fast = Load(url, "tiny-fast", "Say hi to the team.", plan.max_tokens, keys)
         fast.resize(plan.low_concurrency, client)
         t0 = time.monotonic()
         await asyncio.sleep(plan.phase_s)
@@ -213,7 +245,7 @@ async def _measure(plan: ElasticPlan, stack: lc.LocalStack, config: TierserveCon
         import psutil
 
         raylet = next(p for p in psutil.Process(victim.pid).parents() if p.name() == "raylet")
-        auto = Load(url, "auto", "Say hi to the team.", plan.max_tokens)
+        auto = Load(url, "auto", "Say hi to the team.", plan.max_tokens, keys)
         auto.resize(plan.low_concurrency + 1, client)
         await asyncio.sleep(5)
         killed_at = time.monotonic()
@@ -262,17 +294,21 @@ def run_elastic(plan: ElasticPlan, out_dir: Path) -> dict[str, Any]:
         os.environ["TIERSERVE_CONFIG_DIR"] = str(configs)
     config = load_config(plan.profile)
     saved = os.environ.get(config.server.keys.db_url_env)
-    os.environ[config.server.keys.db_url_env] = f"sqlite:///{temp_dir}/keys.db"  # open API
+    db_url = f"sqlite:///{temp_dir}/keys.db"  # the cluster's own, keyed by the clients' keys
+    os.environ[config.server.keys.db_url_env] = db_url
     stack = lc.LocalStack(gcs_port=lc.free_port(), dashboard_port=lc.free_port(),
                           metrics_port=lc.free_port(), serve_port=lc.free_port(),
                           haproxy_metrics_port=lc.free_port(), haproxy_stats_port=lc.free_port(),
                           temp_dir=temp_dir)
+    store = KeyStore(db_url)
     try:
-        started = time.monotonic()
-        start_cluster(config, stack, plan.nodes)
-        lc.wait_ready(stack.base_url, 900)
-        result = asyncio.run(_measure(plan, stack, config, time.monotonic() - started))
+        with client_keys(store, plan.client_count, "bench-elastic") as keys:
+            started = time.monotonic()
+            start_cluster(config, stack, plan.nodes)
+            lc.wait_ready(stack.base_url, 900)
+            result = asyncio.run(_measure(plan, stack, config, time.monotonic() - started, keys))
     finally:
+        store.close()
         lc.stop(stack)
         if keep := os.environ.get("TIERSERVE_BENCH_KEEP_LOGS"):  # Ray's logs (controller's decisions)
             shutil.copytree(Path(temp_dir) / "session_latest" / "logs", keep, dirs_exist_ok=True)
@@ -283,6 +319,7 @@ def run_elastic(plan: ElasticPlan, out_dir: Path) -> dict[str, Any]:
             else:
                 os.environ[key] = value
     result["plan"] = asdict(plan)
+    result["clients"] = plan.client_count
     result["fast_policy"] = next(t for t in config.tiers if t.name == "fast").autoscaling.policy
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "elastic.json").write_text(json.dumps(result, indent=2))
@@ -296,13 +333,16 @@ def _secs(value: float | None, r: dict[str, Any]) -> str:
 def table(r: dict[str, Any]) -> str:
     def row(name: str, s: dict[str, Any]) -> str:
         return (f"| TTFT {name} | p50 {s['ttft_p50_s']} s, p95 {s['ttft_p95_s']} s, "
-                f"SLO attainment {s['slo_attainment']} (n={s['n']}, errors {s['errors'] or 0}) |")
+                f"SLO attainment {s['slo_attainment']} (n={s['n']}; misses other than 429: "
+                f"{s.get('slo_misses', '?')}; 429s: {s.get('rate_limited', '?')}; "
+                f"errors {s['errors'] or 0}) |")
 
     lines = ["| measure | value |", "|---|---|",
              f"| deploy -> ready ({r['plan']['nodes']} workers + head) | {r['deploy_to_ready_s']} s |",
              f"| cold start from zero (request -> answer) | {r['cold_start_from_zero_s']} s "
              f"(status {r['cold_start_status']}) |",
              f"| fast tier autoscaling policy | {r.get('fast_policy', 'ongoing_requests')} |",
+             f"| simulated clients (an API key each, one per stream) | {r.get('clients', 'none')} |",
              f"| scale-up: load step -> 2nd fast replica serving | {_secs(r['scale_up_s'], r)} |",
              row("before step", r["ttft_before"]), row("during scale-up", r["ttft_during_scale_up"]),
              row("after scale-up", r["ttft_after"]),
