@@ -18,6 +18,7 @@ from tooling.routing.training.calibrate import (
     write_thresholds,
 )
 from tooling.routing.training.data import DEFAULT_DATA_DIR, load_rows
+from tooling.routing.training.tiering import with_picker
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_calibrated_shares_are_within_two_points_of_target(reference, targets: l
 
 
 def test_two_tier_calibration_matches_the_reasoning_share(reference) -> None:
-    config = load_config("local-cpu")
+    config = with_picker(load_config("local-cpu"), "ladder")  # shares are the plain ladder's policy
     cal = calibrate(config, reference[0], [0.7, 0.3])
     assert abs(cal.achieved["reasoning"] - 0.3) <= 0.02 and len(cal.thresholds) == 1
 

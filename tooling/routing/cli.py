@@ -169,7 +169,7 @@ def _tiering(args: argparse.Namespace) -> int:
     if not p.rows:
         print(f"{args.data}: no held-out prompt fits the weak tier", file=sys.stderr)
         return 2
-    routed = tiering.route(config, [r.prompt for r in p.rows], scorer, scores=oof)
+    routed = tiering.route(config, [r.prompt for r in p.rows], scorer, scores=oof, seed=args.seed)
     if args.threshold is None:  # as configured: the thresholds the pipeline used, averaged
         shipped = tiering.outcome(p, routed.went_up, float(np.nanmean(routed.used)))
     else:

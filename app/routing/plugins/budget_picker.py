@@ -16,14 +16,14 @@ tier they went to. Each router replica keeps its own window. Two tiers only.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import Field
 
 from app.routing.plugin import Context, Setup
 from app.routing.plugins.cost_picker import CostLadderPicker, CostParams
+
+REFRESH_EVERY = 4
 
 
 class BudgetParams(CostParams):
@@ -34,7 +34,7 @@ class BudgetParams(CostParams):
     answer_tokens: int = Field(256, gt=0)
 
 
-def budget_threshold(keys: Sequence[float], tokens: Sequence[float], fixed_strong: Sequence[bool],
+def budget_threshold(keys: ArrayLike, tokens: ArrayLike, fixed_strong: ArrayLike,
                      weak_per_token: float, strong_per_token: float, target: float) -> float | None:
     """The least key at which sending up every request with a key >= it keeps the priced cost
     within `target` x the cost of sending all of them to the strong tier.
@@ -75,21 +75,26 @@ class CostBudgetPicker(CostLadderPicker):
         self._weak_rate = config.tier(self._ladder[0]).cost_per_1k_tokens / 1000
         self._strong_rate = config.tier(self._ladder[1]).cost_per_1k_tokens / 1000
         n = setup.params.window
-        self._keys: deque[float] = deque(maxlen=n)
-        self._tokens: deque[float] = deque(maxlen=n)
-        self._strong: deque[bool] = deque(maxlen=n)
+        # Ring buffers: the last `window` requests, oldest overwritten first.
+        self._keys = np.full(n, np.nan)
+        self._tokens = np.zeros(n)
+        self._strong = np.zeros(n, dtype=bool)
+        self._seen = 0
 
     def pick(self, ctx: Context, score: float) -> str:
         return self._ladder[int(self.key(score, ctx.features.prompt_tokens) >= self.thresholds[0])]
 
     def observe(self, ctx: Context, tier: str, score: float | None) -> None:
-        answer = ctx.request.max_tokens or self.params.answer_tokens
         tokens = ctx.features.prompt_tokens
-        self._keys.append(float("nan") if score is None else self.key(score, tokens))
-        self._tokens.append(float(tokens + answer))
-        self._strong.append(tier == self._ladder[1])
-        if len(self._keys) >= self.params.min_samples:
-            t = budget_threshold(self._keys, self._tokens, self._strong, self._weak_rate,
+        i = self._seen % len(self._keys)
+        self._keys[i] = np.nan if score is None else self.key(score, tokens)
+        self._tokens[i] = tokens + (ctx.features.max_tokens or self.params.answer_tokens)
+        self._strong[i] = tier == self._ladder[1]
+        self._seen += 1
+        # Re-solved every few requests: one request barely moves a window of hundreds.
+        if self._seen >= self.params.min_samples and self._seen % REFRESH_EVERY == 0:
+            n = min(self._seen, len(self._keys))
+            t = budget_threshold(self._keys[:n], self._tokens[:n], self._strong[:n], self._weak_rate,
                                  self._strong_rate, self.params.target_cost_share)
             if t is not None:
                 self.thresholds = (t,)

@@ -175,16 +175,20 @@ def cheapest_at(points: Sequence[Outcome], rel_accuracy: float) -> Outcome | Non
     return min(ok, key=lambda o: (o.rel_cost, o.to_strong)) if ok else None
 
 
+def with_picker(config: TierserveConfig, name: str, **params: float) -> TierserveConfig:
+    """The config with another picker plugin in place of its own."""
+    from app.config.schema import PluginRef
+
+    routing = config.routing.model_copy(update={"plugins": config.routing.plugins.model_copy(
+        update={"picker": PluginRef(name=name, params=params)})})
+    return config.model_copy(update={"routing": routing})
+
+
 def with_cost_ladder(config: TierserveConfig, completion_tokens: float,
                      length_power: float = 1.0) -> TierserveConfig:
     """The config with the cost-ladder picker (plugins/cost_picker.py) in place of its own."""
-    from app.config.schema import PluginRef
-
-    ref = PluginRef(name="cost-ladder", params={"completion_tokens": int(completion_tokens),
-                                                "length_power": float(length_power)})
-    routing = config.routing.model_copy(
-        update={"plugins": config.routing.plugins.model_copy(update={"picker": ref})})
-    return config.model_copy(update={"routing": routing})
+    return with_picker(config, "cost-ladder", completion_tokens=int(completion_tokens),
+                       length_power=float(length_power))
 
 
 def heldout_priced(config: TierserveConfig, data_dir: Path, scorer) -> Priced:
