@@ -85,6 +85,10 @@ class RouterMetrics:
         self.affinity_hits = metrics.Counter(
             "tierserve_affinity_hits_total", "Decisions that followed a session's earlier tier.",
             tag_keys=("tier",))
+        self.threshold = metrics.Gauge(
+            "tierserve_route_threshold",
+            "The picker's threshold at each ladder boundary (0 = the lowest); the cost-budget "
+            "picker moves it to hold its spend target.", tag_keys=("boundary",))
 
 
 # Seconds to get a tier's model onto the node: a cache hit (ms) to a large download (tens of min).

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Any
 
 from ray import serve
 
@@ -61,6 +62,7 @@ class Router:
         self._suspended: set[str] = {t.name for t in config.tiers if t.autoscaling.suspended}
         self._tracing = setup_tracing(config.server.tracing, "router")
         self._metrics = RouterMetrics()
+        self._thresholds_shown: list[float] = []
         self._app_name = context.app_name
         self._watcher = asyncio.create_task(self._watch_replicas())
 
@@ -107,6 +109,10 @@ class Router:
         self._metrics.decision_latency.observe(decision.decision_ms / 1000)
         if decision.affinity_hit:
             self._metrics.affinity_hits.inc(tags={"tier": decision.tier})
+        if decision.thresholds != self._thresholds_shown:
+            self._thresholds_shown = decision.thresholds
+            for i, t in enumerate(decision.thresholds):
+                self._metrics.threshold.set(t, tags={"boundary": str(i)})
         log.info(json.dumps({"event": "route", "request_id": req.request_id, **decision.model_dump()}))
         self._traffic.observe(req, decision)  # shadow score and the decision's record, off the path
         return decision
@@ -138,3 +144,12 @@ class Router:
 
     async def suspended(self) -> list[str]:
         return sorted(self._suspended)
+
+    async def routing_view(self) -> dict[str, Any]:
+        """The ladder and thresholds this replica's picker uses now, for the console: after a
+        live reconfigure, or from a picker that moves its thresholds, they differ from the
+        ingress's copy of the config."""
+        picker = self._pipeline.picker
+        return {"ladder": list(self._config.routing.ladder),
+                "thresholds": list(getattr(picker.plugin, "thresholds", ())),
+                "picker": picker.name, "scorer_version": self._pipeline.scorer_version}

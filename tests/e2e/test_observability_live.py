@@ -66,5 +66,8 @@ def test_prometheus_sees_tierserve_series_and_rules(tierserve_stack: Any) -> Non
         _poll_tiers(prom, "tierserve_tier:requests:rate5m > 0", {"fast", "reasoning"})
         assert prom.query("up == 1"), "no Ray metrics target is up"
         assert not prom.rule_errors()
+        # The router's picker threshold (what a scored request is compared with), in [0, 1].
+        threshold = prom.wait_for("ray_tierserve_route_threshold", bool, timeout_s=60, poll_s=2)
+        assert all(0 <= float(s["value"][1]) <= 1 for s in threshold), threshold
         # A picture of this real data for the README (results/ is git-ignored; copy it to docs/).
         render_snapshot(prom.url, REPO_ROOT / "results" / "observability.png", minutes=5, step_s=2)

@@ -94,6 +94,9 @@ def overview() -> dict[str, Any]:
         Panel("Routing mix (share of decisions)", [_q(
             f"sum by (tier) (rate(ray_tierserve_route_decisions_total[{RATE}])) / ignoring (tier) group_left "
             f"sum(rate(ray_tierserve_route_decisions_total[{RATE}]))", "{{tier}}")], "percentunit"),
+        Panel("Routing threshold (per router replica)", [
+            _q("ray_tierserve_route_threshold", "boundary {{boundary}} · {{ReplicaId}}")], "short",
+           description="The picker's threshold; the cost-budget picker moves it to hold its spend target."),
         Panel("Requests/s by tier and route reason",
               [_q(f"tierserve_tier_reason:requests:rate5m{{{TIER}}}", "{{tier}} · {{reason}}")], "reqps"),
         Panel("Fallbacks and retries/s", [
