@@ -84,23 +84,34 @@ def _stack_cpu_s(temp_dir: Path) -> float:
     return total
 
 
+RETRIES = 30
+
+
 async def _replay(base_url: str, prompts: list[str], model: str, concurrency: int,
                   max_tokens: int) -> list[dict[str, Any]]:
     import httpx
 
     sem = asyncio.Semaphore(concurrency)
     out: list[dict[str, Any]] = [{} for _ in prompts]
+    retried = [0] * len(prompts)
 
     async def one(i: int, client: httpx.AsyncClient) -> None:
         body = {"model": model, "messages": [{"role": "user", "content": prompts[i]}],
                 "max_tokens": max_tokens, "temperature": 0}
         async with sem:
-            resp = await client.post(f"{base_url}/v1/chat/completions", json=body)
+            # A well-behaved client: a 429/503 says when to come back (the per-key rate limit
+            # is 50 req/s, and the fast tier answers faster than that).
+            for _ in range(RETRIES):
+                resp = await client.post(f"{base_url}/v1/chat/completions", json=body)
+                if resp.status_code not in (429, 503):
+                    break
+                retried[i] += 1
+                await asyncio.sleep(float(resp.headers.get("retry-after", "1")))
         usage = resp.json().get("usage", {}) if resp.status_code == 200 else {}
         out[i] = {"status": resp.status_code, "tier": resp.headers.get("x-tierserve-tier"),
                   "error": None if resp.status_code == 200 else resp.text[:300],
                   "reason": resp.headers.get("x-tierserve-route-reason"),
-                  "tokens": int(usage.get("total_tokens", 0))}
+                  "tokens": int(usage.get("total_tokens", 0)), "retried": retried[i]}
 
     # The same placeholder key the e2e tests' OpenAI client sends (the stack's key store is empty).
     async with httpx.AsyncClient(timeout=300, headers={"authorization": "Bearer unused"}) as client:
@@ -141,6 +152,7 @@ def summarise(runs: dict[str, Any], samples: list[Sample], costs: dict[str, floa
                    * np.array([costs.get(r["tier"] or "", 0.0) for r in reqs]))
         table.append({"run": f"all {mode}" if mode != "auto" else "auto (router)",
                       "reasoning_share": float(to_strong.mean()), "errors": int((~ok).sum()),
+                      "retried_429_503": int(sum(r.get("retried", 0) for r in reqs)),
                       "accuracy": float(acc), "rel_accuracy": float(acc / ref_acc),
                       "priced_cost": float(cost), "rel_priced_cost": float(cost / ref_cost),
                       "cpu_s_per_req": runs[mode]["cpu_s"] / n, "req_per_s": n / runs[mode]["wall_s"]})
@@ -165,11 +177,12 @@ def markdown(summary: dict[str, Any], concurrency: int, max_tokens: int) -> str:
     lines = [f"n = {summary['n']} held-out router-eval prompts, concurrency {concurrency}, "
              f"max_tokens {max_tokens}; accuracy from the labels of the tier each prompt went to",
              "", "| run | to reasoning | accuracy (vs all-reasoning) | priced cost (vs all-reasoning) "
-             "| stack CPU-s / req | req/s | errors |", "|---|---|---|---|---|---|---|"]
+             "| stack CPU-s / req | req/s | errors | 429/503 retried |", "|---|---|---|---|---|---|---|---|"]
     for r in summary["table"]:
         lines.append(f"| {r['run']} | {r['reasoning_share']:.0%} | {r['accuracy']:.3f} "
                      f"({r['rel_accuracy']:.1%}) | {r['priced_cost']:.3f} ({r['rel_priced_cost']:.1%}) "
-                     f"| {r['cpu_s_per_req']:.2f} | {r['req_per_s']:.2f} | {r['errors']} |")
+                     f"| {r['cpu_s_per_req']:.2f} | {r['req_per_s']:.2f} | {r['errors']} "
+                     f"| {r['retried_429_503']} |")
     lines += ["", "Sweep of target shares (offline, scorer's scores; costs from the pinned runs):", "",
               "| to reasoning | accuracy vs all-reasoning | priced cost | CPU |", "|---|---|---|---|"]
     for s in summary["sweep"]:
