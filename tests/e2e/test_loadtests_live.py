@@ -72,3 +72,70 @@ def test_matrix_sweep_writes_table_and_plot(tierserve_stack, tmp_path):
     assert (tmp_path / "matrix.png").read_bytes()[:4] == PNG_MAGIC
     assert len((tmp_path / "matrix.md").read_text().strip().splitlines()) == 2 + len(rows)
     assert json.loads((tmp_path / "matrix.json").read_text()) == rows
+
+
+# The keyed app's per-client limit: the product's 50 req/s is more than this 2-core machine's
+# session stack serves (~37 req/s), so the test app limits each client to 5 req/s instead.
+TEST_RATE_LIMIT = {"requests_per_s": 5, "burst": 10}
+
+
+@pytest.fixture
+def keyed_app(tierserve_stack, tmp_path):
+    """A second ingress app on the session cluster that requires keys (its own SQLite keys
+    database, its admin API on, a low per-client limit), in front of the session's router
+    and tiers: the session app stays open for the other tests."""
+    import secrets
+
+    from ray import serve
+
+    from app.config import load_config
+    from app.config.schema import RateLimitConfig
+    from deployments.ingress import Ingress
+
+    base = load_config("local-cpu")
+    config = base.model_copy(update={"server": base.server.model_copy(update={
+        "keys": base.server.keys.model_copy(update={"auth": "keys"}),
+        "rate_limit": RateLimitConfig(**TEST_RATE_LIMIT)})})
+    tiers = {t.name: serve.get_deployment_handle(t.deployment_name, app_name="tierserve")
+             for t in config.tiers}
+    router = serve.get_deployment_handle("router", app_name="tierserve")
+    admin = "adm-" + secrets.token_urlsafe(24)
+    env = {"TIERSERVE_DB_URL": f"sqlite:///{tmp_path}/keys.db", "TIERSERVE_ADMIN_KEYS": admin}
+    app = serve.deployment(Ingress, name="lt-ingress", num_replicas=1,
+                           ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}}
+                           ).bind(config, router, tiers)
+    serve.run(app, name="lt-keys", route_prefix="/lt-keys")
+    try:
+        yield {"base": tierserve_stack.base_url + "/lt-keys", "admin": admin, "db": env["TIERSERVE_DB_URL"]}
+    finally:
+        serve.delete("lt-keys")
+
+
+@pytest.mark.e2e
+def test_ramp_clients_each_send_with_their_own_key(keyed_app, tmp_path, capsys):
+    """A locust ramp of 12 users on a keyed ingress: as one client (one key) and as 12 (a key
+    each, made through the admin API and revoked after). Each user sends at most 3 req/s, under
+    the per-client limit (5 req/s); one shared key carries all of them, up to 36 req/s."""
+    from app.keys.store import KeyStore
+    from tooling.cli import main
+
+    runs = {}
+    for clients in (1, 12):
+        out = tmp_path / f"c{clients}"
+        rc = main(["loadtest", "ramp", "--base-url", keyed_app["base"], "--steps", "4,12",
+                   "--step-s", "10", "--users", "12", "--rate", "36", "--no-stream", "--max-tokens", "4",
+                   "--model", "tiny-fast", "--clients", str(clients), "--admin-key", keyed_app["admin"],
+                   "--out", str(out)])
+        assert rc == 0
+        (results,) = out.iterdir()
+        runs[clients] = json.loads((results / "summary.json").read_text())
+    with capsys.disabled():
+        for clients, s in runs.items():
+            print(f"\n{clients} client(s): {s['requests']} requests, {s['ok']} ok, {s['rate_limited']} "
+                  f"rate-limited (429), errors {s['errors_by_status']}, {s['rps']:.1f} ok req/s")
+    shared, spread = runs[1], runs[12]
+    assert shared["clients"] == 1 and shared["rate_limited"] > 0  # the limit, not capacity
+    assert spread["clients"] == 12 and spread["rate_limited"] == 0
+    assert "401" not in spread["errors_by_status"] and spread["ok"] > 0
+    keys = KeyStore(keyed_app["db"]).list("loadtest", include_revoked=True)
+    assert len(keys) == 13 and not any(k.active for k in keys)  # 1 + 12, all revoked
