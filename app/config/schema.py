@@ -397,6 +397,14 @@ class RayServeRuntime(Strict):
     # restart); the old process keeps its open connections this long, then drops them
     # (Ray's default 120 s would cut longer streams). At least rollout.drain_timeout_s.
     haproxy_drain_s: int = Field(1800, ge=1)
+    # A stopping ingress replica (direct ingress: throughput_optimized or haproxy) stays
+    # reachable this long before it closes its listener and drains, so the proxies in front
+    # drop it first (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S). Ray's 30 s is sized for
+    # a cloud load balancer; HAProxy reloads ~0.6 s after the controller's change (0.1 s
+    # coalescing + the reload) and retries a refused connect on another replica. Serve's
+    # shutdown waits this out before it stops the router and tiers: with 30 s, every
+    # `serve shutdown` hit the client's 30 s timeout.
+    ingress_deregister_s: float = Field(5, gt=0)
 
     def env(self, haproxy_metrics_port: int | None = None, haproxy_stats_port: int | None = None,
             haproxy_dir: str | None = None) -> dict[str, str]:
@@ -410,6 +418,8 @@ class RayServeRuntime(Strict):
                # Serve's HTTP servers (proxy, direct ingress) bound a client's x-request-id
                # before Serve's own middleware logs and echoes it (app/http/request_id.py).
                "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": SERVE_HTTP_MIDDLEWARES}
+        if self.throughput_optimized or self.haproxy:  # both mean direct ingress
+            env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{self.ingress_deregister_s:g}"
         if self.haproxy:
             env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"] = str(self.haproxy_drain_s)
         if self.haproxy and haproxy_metrics_port is not None:

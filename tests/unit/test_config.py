@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -107,10 +108,28 @@ def test_ray_serve_runtime_env_follows_the_switches():
     assert on["RAY_SERVE_HAPROXY_STATS_PORT"] == "8404"
     assert on["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == "1"
     assert on["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"] == "1800"  # open streams outlive a reload
+    assert on["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "5"  # not Ray's 30 s
+    direct_only = RayServeRuntime(haproxy=False, ingress_deregister_s=2.5).env()
+    assert direct_only["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2.5"
     off = RayServeRuntime(throughput_optimized=False, haproxy=False).env(9101, 8404)
     assert off == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0",
                    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1", "RAY_worker_niceness": "0",
                    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": SERVE_HTTP_MIDDLEWARES}
+
+
+def test_serve_reads_the_ingress_deregistration_window_from_our_env():
+    """Ray reads the window once per process at import: the name we set is the one it reads."""
+    import subprocess
+    import sys
+
+    from app.config.schema import RayServeRuntime
+
+    env = {**os.environ, **RayServeRuntime(ingress_deregister_s=7).env()}
+    done = subprocess.run(
+        [sys.executable, "-c", "from ray.serve._private import constants as c; "
+         "print(c.RAY_SERVE_ENABLE_DIRECT_INGRESS, c.RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S)"],
+        env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["True", "7.0"]
 
 
 def test_serve_loads_the_request_id_bound_from_the_callback_path():

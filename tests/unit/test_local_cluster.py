@@ -80,3 +80,51 @@ def test_a_missing_ray_auth_token_is_created_once(tmp_path, monkeypatch) -> None
     assert len(token) >= 32
     assert ensure_auth_token(env) == path and path.read_text().strip() == token  # kept, not replaced
     assert ensure_auth_token({**env, "RAY_AUTH_MODE": "disabled"}) is None
+
+
+def test_the_stack_stops_in_ray_stops_order(tmp_path) -> None:
+    """Raylets first, GCS last, the rest between (as `ray stop` does), whatever order the
+    processes were found in."""
+    import psutil
+
+    from tooling.local_cluster import ray_stop_order, terminate
+
+    started = []
+    for name in ("gcs_server", "dashboard", "raylet", "agent"):
+        (tmp_path / name).symlink_to("/bin/sleep")  # the process's name is the link's
+        started.append(subprocess.Popen([str(tmp_path / name), "60"]))
+    procs = [psutil.Process(p.pid) for p in started]
+    try:
+        groups = ray_stop_order(procs)
+        assert [[p.name() for p in group] for group in groups] == [
+            ["raylet"], ["dashboard", "agent"], ["gcs_server"]]
+        for group in groups:
+            terminate(group, grace_s=5)
+        assert all(p.poll() is not None for p in started)
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
+
+
+def test_terminate_kills_what_ignores_sigterm_after_the_grace() -> None:
+    import time
+
+    import psutil
+
+    from tooling.local_cluster import terminate
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print('ready', flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert stubborn.stdout.readline().strip() == "ready"
+        proc = psutil.Process(stubborn.pid)
+        start = time.monotonic()
+        terminate([proc], grace_s=1)
+        assert time.monotonic() - start >= 1 and not proc.is_running()
+        assert proc.returncode == -9  # psutil reaped it: killed, not ended by the SIGTERM
+    finally:
+        stubborn.kill()
+        stubborn.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from app.config import load_config
-from app.config.loader import REPO_ROOT
+from app.config.loader import REPO_ROOT, list_profiles
 from app.config.schema import POOL_SHARE, AutoscalingConfig
 from app.graph import build_app, llm_config_for
 from app.serve_config import config_digest, render_serve_config
@@ -85,6 +85,22 @@ def test_every_deployment_rolls_out_with_surge_and_drains_its_streams():
         assert options.graceful_shutdown_timeout_s == rollout.drain_timeout_s, name
         assert rollout.drain_timeout_s >= max(t.request_timeout_s for t in config.tiers)
     assert config.server.ray_serve.haproxy_drain_s >= config.server.rollout.drain_timeout_s
+
+
+def test_serve_shutdown_fits_in_its_clients_timeout():
+    """Serve stops the ingress first and the router and tiers only once it has gone, all
+    within serve.shutdown()'s 30 s (the dashboard's, under `serve shutdown`); the ingress's
+    deregistration window plus each later drain check must leave room for the engines' exit."""
+    import inspect
+
+    from ray.serve._private.client import ServeControllerClient
+
+    client_timeout_s = inspect.signature(ServeControllerClient.shutdown).parameters["timeout_s"].default
+    for profile in list_profiles():
+        config = load_config(profile)
+        checks = [config.server.rollout, *(t.rollout for t in config.tiers)]
+        drain_s = config.server.ray_serve.ingress_deregister_s + max(r.drain_poll_s for r in checks)
+        assert drain_s <= client_timeout_s / 3, (profile, drain_s)
 
 
 def test_a_digest_from_other_files_is_deployed_with_a_warning(caplog):
