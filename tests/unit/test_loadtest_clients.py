@@ -136,7 +136,7 @@ def test_loadtest_cli_clients_run_locust_users_with_keys_made_for_the_run(tmp_pa
     threading.Thread(target=server.serve_forever, daemon=True).start()
     db = f"sqlite:///{tmp_path}/keys.db"
     try:
-        rc = main(["loadtest", "ramp", "--steps", "2,4", "--step-s", "1.5", "--no-stream",
+        rc = main(["loadtest", "ramp", "--steps", "4,2,4", "--step-s", "1.5", "--no-stream",
                    "--max-tokens", "1", "--clients", "6", "--keys-db", db, "--base-url", f"http://127.0.0.1:{server.server_port}",
                    "--out", str(tmp_path / "out")])
     finally:
@@ -147,7 +147,8 @@ def test_loadtest_cli_clients_run_locust_users_with_keys_made_for_the_run(tmp_pa
     records = read_records(out / "requests.jsonl")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] > 0 and summary["rate_limited"] == 0 and summary["scenario"]["clients"] == 6
-    # Four users at most: the first four identities, each user always with its own key.
+    # Four users at most, two stopped and two started again: the first four identities only
+    # (a stopped user's key goes to the next one started), each user with its own key.
     assert {r.client for r in records} == {0, 1, 2, 3} and summary["clients"] == 4
     assert len(set(_Chat.seen)) == 4 and all(a.startswith("Bearer tsk-") for a in _Chat.seen)
     store = KeyStore(db)
