@@ -62,7 +62,6 @@ class Router:
         self._suspended: set[str] = {t.name for t in config.tiers if t.autoscaling.suspended}
         self._tracing = setup_tracing(config.server.tracing, "router")
         self._metrics = RouterMetrics()
-        self._thresholds_shown: list[float] = []
         self._app_name = context.app_name
         self._watcher = asyncio.create_task(self._watch_replicas())
 
@@ -83,6 +82,9 @@ class Router:
     async def _watch_replicas(self) -> None:
         while True:
             await self._read_replicas()
+            # Re-set every poll: Ray drops a gauge that has not been set for a while.
+            for i, t in enumerate(getattr(self._pipeline.picker.plugin, "thresholds", ())):
+                self._metrics.threshold.set(t, tags={"boundary": str(i)})
             await asyncio.sleep(self._config.routing.fallback.health_poll_s)
 
     async def _read_replicas(self) -> None:
@@ -109,10 +111,6 @@ class Router:
         self._metrics.decision_latency.observe(decision.decision_ms / 1000)
         if decision.affinity_hit:
             self._metrics.affinity_hits.inc(tags={"tier": decision.tier})
-        if decision.thresholds != self._thresholds_shown:
-            self._thresholds_shown = decision.thresholds
-            for i, t in enumerate(decision.thresholds):
-                self._metrics.threshold.set(t, tags={"boundary": str(i)})
         log.info(json.dumps({"event": "route", "request_id": req.request_id, **decision.model_dump()}))
         self._traffic.observe(req, decision)  # shadow score and the decision's record, off the path
         return decision
