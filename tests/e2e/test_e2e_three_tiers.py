@@ -87,3 +87,23 @@ def test_decision_log_line_has_each_plugin_and_the_scorer_version(three_tier_sta
     kinds = {c["plugin"]: c["kind"] for c in record["contributions"]}
     assert kinds["learned"] == "scorer" and kinds["ladder"] == "picker" and kinds["health"] == "filter"
     assert all(c["ms"] >= 0 for c in record["contributions"])
+
+
+def test_stop_leaves_no_process_and_no_segment(three_tier_stack) -> None:
+    """Last in the module (it takes the stack down; the fixture's own stop then finds
+    nothing): `stop`, what `tierserve down` runs, ends every process of the stack, the vLLM
+    engines included, and removes the /dev/shm segments they mapped."""
+    import psutil
+
+    from app.engine_shm import mapped_shm_segments
+    from tooling.local_cluster import stack_processes, stop
+
+    stack, _ = three_tier_stack
+    procs = stack_processes(stack)
+    assert sum(p.name().startswith("VLLM::EngineCore") for p in procs) == 3  # one per tier
+    segments = mapped_shm_segments([p.pid for p in procs])
+    stop(stack)
+    assert stack_processes(stack) == []
+    alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.pid for p in alive]
+    assert [s for s in segments if s.exists()] == []
