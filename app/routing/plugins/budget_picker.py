@@ -81,9 +81,6 @@ class CostBudgetPicker(CostLadderPicker):
         self._strong = np.zeros(n, dtype=bool)
         self._seen = 0
 
-    def pick(self, ctx: Context, score: float) -> str:
-        return self._ladder[int(self.key(score, ctx.features.prompt_tokens) >= self.thresholds[0])]
-
     def observe(self, ctx: Context, tier: str, score: float | None) -> None:
         tokens = ctx.features.prompt_tokens
         i = self._seen % len(self._keys)
