@@ -67,6 +67,22 @@ def cmd_config_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_port(config_file: Path, port: int, temp_dir: Path) -> Path:
+    """The Serve config to deploy: `config_file`, or a copy of it serving on `port` when that is
+    not the port it names (`tierserve up --port N` with the default serve_config.yaml)."""
+    import yaml
+
+    doc = yaml.safe_load(config_file.read_text())
+    http = doc.setdefault("http_options", {})
+    if http.get("port", 8000) == port:
+        return config_file
+    http["port"] = port
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    copy = temp_dir / f"serve_config.port{port}.yaml"
+    copy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return copy
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from tooling import local_cluster as lc
 
@@ -75,7 +91,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     # One node holds the whole graph: it advertises every node pool the profile names.
     token = lc.start_ray(stack, config.server.ray_serve, resources={p: 1 for p in config.node_pools()})
-    lc.serve_deploy(stack, Path(args.config))
+    lc.serve_deploy(stack, _on_port(Path(args.config), args.port, Path(stack.temp_dir)))
     try:
         state = lc.wait_ready(stack.base_url, args.timeout)
     except StackError as exc:

@@ -211,3 +211,14 @@ def test_prefix_cache_affinity_settings_reach_rays_router_as_its_kwargs():
     assert RequestRouterConfig(**router).request_router_kwargs == router["request_router_kwargs"]
     accepted = inspect.signature(PrefixCacheAffinityRouter.initialize_state).parameters
     assert set(PrefixCacheAffinityConfig.model_fields) <= set(accepted) - {"self", "tree_actor"}
+
+
+def test_up_on_another_port_deploys_a_copy_that_serves_there(tmp_path) -> None:
+    from tooling.cli import _on_port
+
+    shipped = REPO_ROOT / "serve_config.yaml"
+    assert _on_port(shipped, 8000, tmp_path) == shipped  # the port it names: deployed as is
+    moved = _on_port(shipped, 8100, tmp_path / "stack")
+    doc, original = yaml.safe_load(moved.read_text()), yaml.safe_load(shipped.read_text())
+    assert doc["http_options"]["port"] == 8100  # where `tierserve up --port 8100` waits for it
+    assert doc["applications"] == original["applications"]
