@@ -267,7 +267,8 @@ def add_loadtest_commands(sub: argparse._SubParsersAction) -> None:
     rt.set_defaults(func=cmd_bench_router)
     tb = bench.add_parser("tiering", help="quality vs cost: all-fast, all-reasoning and auto, live")
     tb.add_argument("--profile", default="local-cpu")
-    tb.add_argument("-n", type=int, default=200, help="held-out labelled prompts to replay")
+    tb.add_argument("-n", type=int, default=0,
+                    help="held-out labelled prompts to replay (0: all of them, ~3,300; fewer are noisy)")
     tb.add_argument("--concurrency", type=int, default=4)
     tb.add_argument("--max-tokens", type=int, default=16)
     tb.add_argument("--seed", type=int, default=0)

@@ -39,7 +39,7 @@ class Sample:
 
 
 def sample(profile: str, n: int, seed: int) -> list[Sample]:
-    """n held-out prompts (unseen by the configured scorer) that fit the weakest tier's context,
+    """n (0: all) held-out prompts (unseen by the configured scorer) that fit the weakest tier's context,
     counted as `tierserve route-eval --tiering` counts them (tooling/routing/training/tiering.py)."""
     from app.config.loader import REPO_ROOT, load_config
     from app.routing.scorer import load_scorer
@@ -50,7 +50,7 @@ def sample(profile: str, n: int, seed: int) -> list[Sample]:
     config = load_config(profile)
     scorer = load_scorer(REPO_ROOT / config.routing.learned.artifact)
     rows = heldout_rows(DEFAULT_DATA_DIR, scorer)  # type: ignore[arg-type]
-    rows = priced(config, random.Random(seed).sample(rows, len(rows))).rows[:n]
+    rows = priced(config, random.Random(seed).sample(rows, len(rows))).rows[:n or None]
     return [Sample(r.prompt, r.weak_ok, r.strong_ok, r.source) for r in rows]
 
 
