@@ -3,10 +3,11 @@
 The usage recorder (ingress) and the route-decision recorder (router) both queue a record per
 request and must never make a request wait on the database: `add` only appends and, if no
 writer task runs, starts one that sleeps `interval_s` and flushes, until nothing is pending.
-A flush hands `batch_max` records at a time to a blocking `write` in a thread; a failed write
-keeps its batch (and the rest) for the next flush. Past `max_pending` the oldest are dropped,
-so a long outage costs memory up to that bound and no more. One flush runs at a time, so a
-batch is never handed to `write` twice.
+A flush takes `batch_max` records at a time out of the pending list and hands them to a
+blocking `write` in a thread; a failed write puts its batch back in front for the next flush.
+Past `max_pending` the oldest are dropped, so a long outage costs memory up to that bound
+(plus the batch in flight) and no more. One flush runs at a time, so a batch is never handed
+to `write` twice.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ class BatchWriter(Generic[T]):
         self._what = what  # names the records in the retry warning
         self._log = log
         self._pending: list[T] = []
+        self._in_flight = 0  # records of the batch being written
         self._task: asyncio.Task | None = None
         self._flushing = asyncio.Lock()
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Records not written yet, the batch being written included."""
+        return len(self._pending) + self._in_flight
 
     def add(self, item: T) -> None:
         """Queue one record (call on the event loop); never blocks, never raises."""
@@ -57,13 +60,21 @@ class BatchWriter(Generic[T]):
 
     async def _flush(self) -> bool:
         while self._pending:
+            # Taken out before the write: `add` may drop the oldest meanwhile, and a cleanup by
+            # count afterwards would then remove records that were never written.
             batch = self._pending[: self._batch_max]
+            del self._pending[: len(batch)]
+            self._in_flight = len(batch)
             try:
                 await asyncio.to_thread(self._write, batch)
-            except Exception as exc:  # keep them; the next flush retries
+            except Exception as exc:  # put them back in front; the next flush retries
+                self._pending[:0] = batch
+                if len(self._pending) > self._max_pending:
+                    del self._pending[: len(self._pending) - self._max_pending]
                 self._log.warning("%s not written yet (%s); will retry", self._what, type(exc).__name__)
                 return False
-            del self._pending[: len(batch)]
+            finally:
+                self._in_flight = 0
         return True
 
     async def stop(self) -> bool:

@@ -137,3 +137,62 @@ def test_stop_while_a_write_is_in_flight_does_not_write_the_batch_twice():
 
     asyncio.run(run())
     assert batches == [[1], [2]]
+
+
+def test_overflow_during_a_write_drops_only_unwritten_oldest_and_loses_nothing_written():
+    # A long outage: a write is in flight while `add` overflows max_pending. The old cleanup
+    # (delete the first len(batch) after the write) then removed records never written.
+    started, release = threading.Event(), threading.Event()
+    written: list[list[int]] = []
+
+    def slow_write(batch: list[int]) -> None:
+        started.set()
+        release.wait(5)
+        written.append(list(batch))
+
+    async def run() -> list[int]:
+        w = BatchWriter(slow_write, interval_s=60, batch_max=2, max_pending=4, what="n", log=log)
+        for i in range(4):
+            w.add(i)
+        flushing = asyncio.ensure_future(w.flush())
+        await asyncio.to_thread(started.wait, 5)  # [0, 1] is being written
+        for i in range(4, 9):  # overflow while it is
+            w.add(i)
+        release.set()
+        assert await flushing is True
+        await w.stop()
+        return [x for b in written for x in b]
+
+    got = asyncio.run(run())
+    assert got[:2] == [0, 1]
+    assert got[2:] == [5, 6, 7, 8]  # the newest max_pending; 2, 3, 4 dropped as the oldest
+
+
+def test_a_failed_batch_goes_back_in_front_and_the_oldest_are_dropped_past_max_pending():
+    started, release = threading.Event(), threading.Event()
+    sink = FlakySink()
+
+    def failing_write(batch: list[int]) -> None:
+        started.set()
+        release.wait(5)
+        raise ConnectionError("database away")
+
+    async def run() -> tuple[bool, int]:
+        w = BatchWriter(failing_write, interval_s=60, batch_max=2, max_pending=4, what="n", log=log)
+        for i in range(4):
+            w.add(i)
+        flushing = asyncio.ensure_future(w.flush())
+        await asyncio.to_thread(started.wait, 5)  # [0, 1] is in flight, [2, 3] pending
+        for i in range(4, 6):
+            w.add(i)  # pending [2, 3, 4, 5]: full
+        assert w.pending == 6  # the batch in flight counts as not written
+        release.set()
+        ok = await flushing
+        kept = w.pending
+        w._write = sink.write  # the database is back
+        await w.stop()
+        return ok, kept
+
+    ok, kept = asyncio.run(run())
+    assert ok is False and kept == 4
+    assert sink.batches == [[2, 3], [4, 5]]  # [0, 1] back in front, then dropped as the oldest
