@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+# A replica's final flush waits at most this long (Serve's graceful_shutdown_timeout_s is 20 s).
+SHUTDOWN_FLUSH_S = 2.0
 
 
 class BatchWriter(Generic[T]):
@@ -86,3 +88,15 @@ class BatchWriter(Generic[T]):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             return await self._flush()
+
+    async def close(self, timeout_s: float) -> bool:
+        """`stop`, bounded: at replica shutdown a database that does not answer must not hold
+        the shutdown up. False (and a warning counting what is lost) if not all was written."""
+        try:
+            ok = await asyncio.wait_for(self.stop(), timeout_s)
+        except TimeoutError:  # a write cut off here may still land from its thread
+            ok = False
+        if not ok:
+            self._log.warning("%s: %d not written at shutdown (final flush failed or took over %.1f s)",
+                              self._what, self.pending, timeout_s)
+        return ok

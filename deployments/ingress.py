@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from app.batching import SHUTDOWN_FLUSH_S
 from app.config.schema import TierserveConfig
 from app.console.api import ConsoleDeps, console_router
 from app.console.recorder import DecisionLog
@@ -409,6 +410,13 @@ class Gateway:
                                 "model": record.model, "team": record.team,
                                 "trace_id": trace.trace_id if trace else None})
 
+    async def close(self, timeout_s: float) -> bool:
+        """At replica shutdown (after Serve's drain): let the key reconciliations that record
+        usage finish, then write the usage still queued; bounded so shutdown never waits long."""
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=timeout_s / 2)
+        return await self.usage.close(timeout_s / 2)
+
     # -- models and health --------------------------------------------------------
     def models(self) -> ModelList:
         cards = [ModelCard(id=AUTO)]
@@ -539,6 +547,10 @@ class Ingress:
     def __init__(self, config: TierserveConfig, router: DeploymentHandle,
                  tiers: dict[str, DeploymentHandle]) -> None:
         self._gateway = Gateway(config, router, tiers)
+
+    async def __del__(self) -> None:
+        """Serve awaits this on replica shutdown (after the drain): usage still queued is written."""
+        await self._gateway.close(SHUTDOWN_FLUSH_S)
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         return create_http_app(self._gateway)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ray import serve
 
+from app.batching import SHUTDOWN_FLUSH_S
 from app.config.live import apply_router_user_config
 from app.config.schema import TierserveConfig
 from app.protocol.internal import RouteDecision, RouteRequest
@@ -64,6 +65,12 @@ class Router:
         self._metrics = RouterMetrics()
         self._app_name = context.app_name
         self._watcher = asyncio.create_task(self._watch_replicas())
+
+    async def __del__(self) -> None:
+        """Serve awaits this on replica shutdown (after the drain): decision records still
+        queued are written."""
+        self._watcher.cancel()
+        await self._traffic.close(SHUTDOWN_FLUSH_S)
 
     async def reconfigure(self, user_config: dict) -> None:
         """Serve's lightweight update (the rendered `user_config`): the live routing settings,

@@ -100,3 +100,9 @@ class TrafficRecorder:
     async def flush(self) -> bool:
         """Write the queued records now; False (kept for the next flush) if the write failed."""
         return await self._writer.flush()
+
+    async def close(self, timeout_s: float) -> bool:
+        """At replica shutdown: finish the decisions being recorded, write what is queued (bounded)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s / 2)
+        return await self._writer.close(timeout_s / 2)

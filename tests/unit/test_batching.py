@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 from app.batching import BatchWriter
 
@@ -196,3 +197,52 @@ def test_a_failed_batch_goes_back_in_front_and_the_oldest_are_dropped_past_max_p
     ok, kept = asyncio.run(run())
     assert ok is False and kept == 4
     assert sink.batches == [[2, 3], [4, 5]]  # [0, 1] back in front, then dropped as the oldest
+
+
+def test_close_writes_what_is_pending():
+    sink = FlakySink()
+
+    async def run() -> bool:
+        w = writer(sink, interval_s=60)
+        for i in range(4):
+            w.add(i)
+        return await w.close(2.0)
+
+    assert asyncio.run(run()) is True
+    assert sink.batches == [[0, 1, 2], [3]]
+
+
+def test_close_gives_up_after_its_timeout_when_the_database_hangs(caplog):
+    release = threading.Event()
+
+    def hanging_write(batch: list[int]) -> None:
+        release.wait(5)
+
+    async def run() -> tuple[bool, float]:
+        w = BatchWriter(hanging_write, interval_s=60, batch_max=2, max_pending=100, what="n", log=log)
+        for i in range(5):
+            w.add(i)
+        t0 = time.monotonic()
+        ok = await w.close(0.2)
+        took = time.monotonic() - t0
+        release.set()
+        return ok, took
+
+    with caplog.at_level(logging.WARNING, logger="test.batching"):
+        ok, took = asyncio.run(run())
+    assert ok is False and took < 1.0  # shutdown is not held up by the database
+    assert "n: 3 not written at shutdown" in caplog.text  # the 2 cut off may still land
+
+
+def test_close_counts_what_a_failed_final_flush_loses(caplog):
+    sink = FlakySink(fail=1)
+
+    async def run() -> bool:
+        w = writer(sink, interval_s=60)
+        for i in range(4):
+            w.add(i)
+        return await w.close(2.0)
+
+    with caplog.at_level(logging.WARNING, logger="test.batching"):
+        assert asyncio.run(run()) is False
+    assert "numbers: 4 not written at shutdown" in caplog.text

@@ -124,3 +124,22 @@ def test_postgres_table_and_files_hold_no_plaintext_key(pg):
             scanned += 1
             assert not [s for s in secrets_ if s in raw], Path(root, name)
     assert scanned > 100
+
+
+def test_usage_recorder_close_writes_the_queued_events(store):
+    import asyncio
+
+    from app.keys.usage import UsageRecorder
+
+    info = store.create(KeyCreate(team="search", name="a")).info
+    recorder = UsageRecorder(store, flush_s=60, batch_max=2)  # the periodic flush is a minute away
+
+    async def run() -> bool:
+        for _ in range(3):
+            recorder.add(UsageEvent(ts=time.time(), key_id=info.id, team="search", tier="fast",
+                                    endpoint="chat", status=200, prompt_tokens=10, completion_tokens=5,
+                                    cost_usd=0.001, strongest_cost_usd=0.01))
+        return await recorder.close(2.0)
+
+    assert asyncio.run(run()) is True
+    assert {(u.tier, u.requests) for u in store.usage(team="search")} == {("fast", 3)}

@@ -209,6 +209,28 @@ def test_router_recorder_scores_the_shadow_and_keeps_features(tmp_path, monkeypa
     store.close()
 
 
+def test_router_recorder_close_writes_a_decision_still_being_recorded(tmp_path, monkeypatch):
+    from app.protocol.internal import RouteDecision, RouteRequest
+    from deployments.traffic import TrafficRecorder
+
+    monkeypatch.setenv("TIERSERVE_DB_URL", f"sqlite:///{tmp_path}/keys.db")
+    from app.config.schema import TierserveConfig
+
+    data = load_config("local-cpu").model_dump()
+    data["routing"]["feedback"].update(enabled=True, flush_s=60)  # no periodic flush before shutdown
+    recorder = TrafficRecorder(TierserveConfig.model_validate(data))
+    assert recorder.active
+    req = RouteRequest(request_id="r2", endpoint="chat", model="auto", team="red", prompt_text="hi")
+
+    async def run() -> bool:
+        recorder.observe(req, RouteDecision(tier="fast", reason="score", score=0.1, scorer_version="v"))
+        return await recorder.close(2.0)  # the replica shuts down right after the decision
+    assert asyncio.run(run()) is True
+    store = TrafficStore(f"sqlite:///{tmp_path}/keys.db")
+    assert store.find("r2") is not None
+    store.close()
+
+
 def test_live_routing_settings_round_trip_and_refuse_others():
     config = load_config("local-cpu")
     uc = router_user_config(config)
