@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -89,11 +89,15 @@ class BatchWriter(Generic[T]):
                     await task
             return await self._flush()
 
-    async def close(self, timeout_s: float) -> bool:
+    async def close(self, timeout_s: float, producers: Collection[asyncio.Task] = ()) -> bool:
         """`stop`, bounded: at replica shutdown a database that does not answer must not hold
-        the shutdown up. False (and a warning counting what is lost) if not all was written."""
+        the shutdown up. `producers`: tasks still making records, given up to half of the time
+        first. False (and a warning counting what is lost) if not all was written."""
+        end = asyncio.get_running_loop().time() + timeout_s
+        if producers:
+            await asyncio.wait(set(producers), timeout=timeout_s / 2)
         try:
-            ok = await asyncio.wait_for(self.stop(), timeout_s)
+            ok = await asyncio.wait_for(self.stop(), max(0.0, end - asyncio.get_running_loop().time()))
         except TimeoutError:  # a write cut off here may still land from its thread
             ok = False
         if not ok:

@@ -413,9 +413,7 @@ class Gateway:
     async def close(self, timeout_s: float) -> bool:
         """At replica shutdown (after Serve's drain): let the key reconciliations that record
         usage finish, then write the usage still queued; bounded so shutdown never waits long."""
-        if self._finishing:
-            await asyncio.wait(set(self._finishing), timeout=timeout_s / 2)
-        return await self.usage.close(timeout_s / 2)
+        return await self.usage.close(timeout_s, producers=self._finishing)
 
     # -- models and health --------------------------------------------------------
     def models(self) -> ModelList:

@@ -103,6 +103,4 @@ class TrafficRecorder:
 
     async def close(self, timeout_s: float) -> bool:
         """At replica shutdown: finish the decisions being recorded, write what is queued (bounded)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s / 2)
-        return await self._writer.close(timeout_s / 2)
+        return await self._writer.close(timeout_s, producers=self._tasks)
